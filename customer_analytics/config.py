@@ -1,0 +1,99 @@
+"""Settings read from the environment, and the month arithmetic every layer shares.
+
+Every setting has a documented default so the embedded SQLite warehouse works with no
+configuration at all (see the README's "Configuration" table).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+from sqlalchemy.engine import make_url
+
+DEFAULT_DB_URL = "sqlite:///data/warehouse.db"
+DEFAULT_DB_SCHEMA = "customer_analytics"
+DEFAULT_LANDING_DIR = "data/landing"
+# The sample generator's default start month as well: `generate-sample` then `materialize`
+# fill every partition from the first one without further flags.
+DEFAULT_START_MONTH = "2025-01"
+
+_MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
+_IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A setting or argument that is not valid; the message says what would be."""
+
+
+def parse_month(text: str, *, what: str = "month") -> date:
+    """`YYYY-MM` -> the first day of that month; anything else is refused with an example."""
+    match = _MONTH_RE.match(str(text).strip())
+    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1900:
+        raise ConfigError(f"{what} {text!r} is not a month: use YYYY-MM, e.g. 2025-01")
+    return date(int(match.group(1)), int(match.group(2)), 1)
+
+
+def month_key(month: date) -> str:
+    """The partition key of a month: `YYYY-MM`."""
+    return f"{month.year:04d}-{month.month:02d}"
+
+
+def add_months(month: date, count: int) -> date:
+    """The first day of the month `count` months after `month`'s month."""
+    index = month.year * 12 + (month.month - 1) + count
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def month_start(moment: date | datetime) -> date:
+    return date(moment.year, moment.month, 1)
+
+
+def current_month(now: datetime | None = None) -> date:
+    """The month in progress, in UTC."""
+    return month_start(now or datetime.now(timezone.utc))
+
+
+def validate_identifier(name: str, *, what: str) -> str:
+    """Schema and table names reach DDL, so only plain SQL identifiers are accepted."""
+    if not _IDENTIFIER_RE.match(name or ""):
+        raise ConfigError(
+            f"{what} {name!r} is not a valid identifier: use letters, digits and underscores, "
+            "starting with a letter or underscore (at most 63 characters)"
+        )
+    return name
+
+
+def redact_url(url: str) -> str:
+    """A database URL safe to print or log: the password is masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        # Unparsable URLs are echoed only up to the scheme: they may hold a password anywhere.
+        return url.split(":", 1)[0] + "://…"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str
+    db_schema: str
+    landing_dir: str
+    start_month: date
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        return cls(
+            db_url=env.get("CUSTOMER_ANALYTICS_DB_URL") or DEFAULT_DB_URL,
+            db_schema=validate_identifier(
+                env.get("CUSTOMER_ANALYTICS_DB_SCHEMA") or DEFAULT_DB_SCHEMA,
+                what="CUSTOMER_ANALYTICS_DB_SCHEMA",
+            ),
+            landing_dir=env.get("CUSTOMER_ANALYTICS_LANDING_DIR") or DEFAULT_LANDING_DIR,
+            start_month=parse_month(
+                env.get("CUSTOMER_ANALYTICS_START_MONTH") or DEFAULT_START_MONTH,
+                what="CUSTOMER_ANALYTICS_START_MONTH",
+            ),
+        )

@@ -1,0 +1,376 @@
+"""The SQL warehouse: one SQLAlchemy engine, the tables, bulk loads and atomic replacement.
+
+Replacing a month (or a whole unpartitioned table) goes through `Warehouse.replace`:
+rows are first *staged*, then published in one short transaction, so readers see either
+the old rows or the new ones and a crash at any point leaves the old ones.
+
+* PostgreSQL: everything happens in one transaction guarded by an advisory lock on the
+  (table, month). A partitioned table's month is loaded with COPY into a fresh table, which
+  is then swapped in (DETACH + DROP the old child, ATTACH the new one); other tables get
+  DELETE + INSERT … SELECT from a temporary staging table.
+* SQLite: rows are staged into TEMP tables (no lock on the main database while a long load
+  parses files), then one `BEGIN IMMEDIATE` transaction deletes and inserts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    Table,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.elements import ColumnElement
+
+from customer_analytics.config import ConfigError, redact_url, validate_identifier
+from customer_analytics.resources.tables import metadata, partition_column
+
+
+class WarehouseUnavailable(RuntimeError):
+    """The warehouse cannot be reached; the message names it without its password."""
+
+
+def _arrow_type(column) -> pa.DataType:
+    kind = column.type
+    if isinstance(kind, DateTime):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(kind, Date):
+        return pa.date32()
+    if isinstance(kind, Boolean):
+        return pa.bool_()
+    if isinstance(kind, (BigInteger, Integer)):
+        return pa.int64()
+    if isinstance(kind, Float):
+        return pa.float64()
+    return pa.string()
+
+
+def frame_to_arrow(frame: pd.DataFrame, table: Table, columns: list[str]) -> pa.Table:
+    """The frame's `columns`, typed as the table declares them (dates from datetimes, etc.)."""
+    arrays = []
+    for name in columns:
+        target = _arrow_type(table.c[name])
+        series = frame[name]
+        if pa.types.is_date32(target) and pd.api.types.is_datetime64_any_dtype(series):
+            array = pa.array(series.dt.tz_localize(None) if series.dt.tz is not None else series, from_pandas=True)
+            array = pc.cast(array, pa.timestamp("us")).cast(pa.date32())
+        elif pa.types.is_timestamp(target) and pd.api.types.is_datetime64_any_dtype(series):
+            values = series if series.dt.tz is not None else series.dt.tz_localize("UTC")
+            array = pa.array(values, from_pandas=True).cast(target)
+        else:
+            array = pa.array(series, from_pandas=True)
+            if not array.type.equals(target):
+                array = array.cast(target)
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, names=columns)
+
+
+class Warehouse:
+    """The warehouse behind `CUSTOMER_ANALYTICS_DB_URL`, its tables living in `schema` on PostgreSQL."""
+
+    def __init__(self, url: str, schema: str = "customer_analytics"):
+        self.url = url
+        self.schema = validate_identifier(schema, what="schema")
+        try:
+            parsed = make_url(url)
+        except ArgumentError as error:
+            raise ConfigError(
+                f"database URL {redact_url(url)!r} is not a SQLAlchemy URL: use e.g. "
+                "sqlite:///data/warehouse.db or postgresql+psycopg://user:password@host:5432/db"
+            ) from error
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            self.engine = self._sqlite_engine(parsed)
+        elif backend == "postgresql":
+            if parsed.drivername in ("postgresql", "postgresql+psycopg2"):
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            self.engine = create_engine(
+                parsed,
+                pool_pre_ping=True,
+                poolclass=NullPool,
+                execution_options={"schema_translate_map": {None: self.schema}},
+            )
+        else:
+            raise ConfigError(
+                f"database URL {redact_url(url)!r} names {backend!r}: only sqlite:/// and "
+                "postgresql+psycopg:// warehouses are supported"
+            )
+        self.dialect = backend
+        self._tables_ready = False
+
+    @staticmethod
+    def _sqlite_engine(parsed) -> Engine:
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # A long timeout: writers wait for each other instead of failing with "database is locked".
+        engine = create_engine(parsed, connect_args={"timeout": 600}, poolclass=NullPool)
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection, _record):
+            # Let SQLAlchemy, not pysqlite, decide when transactions begin (SQLAlchemy's recipe).
+            dbapi_connection.isolation_level = None
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection):
+            mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+            connection.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+
+    # -- names -------------------------------------------------------------------------
+    def quote(self, name: str) -> str:
+        return self.engine.dialect.identifier_preparer.quote(name)
+
+    def qualified(self, name: str) -> str:
+        """`schema.name` on PostgreSQL, `name` on SQLite, quoted for raw SQL."""
+        if self.dialect == "postgresql":
+            return f"{self.quote(self.schema)}.{self.quote(name)}"
+        return self.quote(name)
+
+    def describe(self) -> str:
+        return redact_url(self.url) + (f" (schema {self.schema})" if self.dialect == "postgresql" else "")
+
+    # -- connections -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        try:
+            connection = self.engine.connect()
+        except OperationalError as error:
+            raise WarehouseUnavailable(
+                f"cannot connect to the warehouse {self.describe()}: {str(error.orig).strip().splitlines()[0]}"
+            ) from None
+        with connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def begin(self, *, immediate: bool = False) -> Iterator[Connection]:
+        """A transaction; on SQLite `immediate` takes the write lock at once."""
+        with self.connect() as connection:
+            if immediate and self.dialect == "sqlite":
+                connection = connection.execution_options(sqlite_begin="IMMEDIATE")
+            with connection.begin():
+                yield connection
+
+    def check_connection(self) -> None:
+        with self.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def ensure_tables(self) -> None:
+        """Create the schema and any missing table (idempotent, safe from several processes)."""
+        if self._tables_ready:
+            return
+        with self.begin(immediate=True) as connection:
+            if self.dialect == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key("ensure_tables", self.schema)})
+                connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {self.quote(self.schema)}"))
+            metadata.create_all(connection)
+        self._tables_ready = True
+
+    def read_frame(self, statement, params: dict | None = None) -> pd.DataFrame:
+        with self.connect() as connection:
+            result = connection.execute(statement if not isinstance(statement, str) else text(statement), params or {})
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+    def scalar(self, statement, params: dict | None = None) -> Any:
+        with self.connect() as connection:
+            return connection.execute(statement if not isinstance(statement, str) else text(statement), params or {}).scalar()
+
+    # -- bulk writes -------------------------------------------------------------------
+    def insert_frame(self, connection: Connection, target: str, table: Table, frame: pd.DataFrame) -> None:
+        """Append rows to `target` (a quoted name) with `table`'s columns: COPY on PostgreSQL."""
+        columns = [c.name for c in table.columns if c.name in frame.columns]
+        if frame.empty:
+            return
+        arrow = frame_to_arrow(frame, table, columns)
+        column_list = ", ".join(self.quote(c) for c in columns)
+        if self.dialect == "postgresql":
+            buffer = io.BytesIO()
+            pacsv.write_csv(arrow, buffer, pacsv.WriteOptions(include_header=False))
+            with connection.connection.driver_connection.cursor() as cursor:
+                with cursor.copy(f"COPY {target} ({column_list}) FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(buffer.getbuffer())
+        else:
+            values = []
+            for name in columns:
+                array = arrow.column(name)
+                if pa.types.is_timestamp(array.type):
+                    array = pc.strftime(array, format="%Y-%m-%d %H:%M:%S")
+                elif pa.types.is_date32(array.type):
+                    array = pc.strftime(array, format="%Y-%m-%d")
+                values.append(array.to_pylist())
+            placeholders = ", ".join("?" for _ in columns)
+            connection.connection.driver_connection.executemany(
+                f"INSERT INTO {target} ({column_list}) VALUES ({placeholders})", list(zip(*values))
+            )
+
+    @contextlib.contextmanager
+    def replace(self, *, lock_name: str) -> Iterator["Replacement"]:
+        """Stage rows for several tables, then publish them all in one transaction.
+
+        `lock_name` names what is being replaced (e.g. `raw_events/2025-01`): two replacements
+        of the same name never run at once on PostgreSQL (on SQLite the write lock serializes).
+        """
+        self.ensure_tables()
+        with self.connect() as connection:
+            replacement = Replacement(self, connection, lock_name)
+            try:
+                replacement.open()
+                yield replacement
+                replacement.publish()
+            except BaseException:
+                replacement.abort()
+                raise
+
+
+def _lock_key(*parts: str) -> int:
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class Replacement:
+    """Rows staged for publication; see `Warehouse.replace`."""
+
+    def __init__(self, warehouse: Warehouse, connection: Connection, lock_name: str):
+        self.warehouse = warehouse
+        self.connection = connection
+        self.lock_name = lock_name
+        self._token = uuid.uuid4().hex[:10]
+        self._staging: dict[str, str] = {}  # table name -> quoted staging table
+        self._deletes: list[tuple[Table, ColumnElement]] = []
+        self._partitions: dict[str, date] = {}  # partitioned table name -> month swapped in
+        self._order: list[Table] = []
+        self._ignore_conflicts: set[str] = set()
+        self._transaction = None
+
+    @property
+    def postgres(self) -> bool:
+        return self.warehouse.dialect == "postgresql"
+
+    def open(self) -> None:
+        self._transaction = self.connection.begin()
+        if self.postgres:
+            self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(self.warehouse.schema, self.lock_name)})
+
+    def replace_partition(self, table: Table, month: date) -> None:
+        """Publishing will make the staged rows *all* of `table`'s `month` partition."""
+        column = partition_column(table)
+        if column is None:
+            raise ValueError(f"{table.name} is not partitioned by month")
+        self._partitions[table.name] = month
+        self._delete(table, table.c[column] == month)
+        self._stage_table(table)
+
+    def delete_where(self, table: Table, condition: ColumnElement, *, keep_existing_on_conflict: bool = False) -> None:
+        """Publishing first deletes `table`'s rows matching `condition`, then inserts the staged ones.
+
+        With `keep_existing_on_conflict`, a staged row whose unique key another writer already
+        published (rows shared by concurrent runs, e.g. file-level rejections) is skipped.
+        """
+        self._delete(table, condition)
+        self._stage_table(table)
+        if keep_existing_on_conflict:
+            self._ignore_conflicts.add(table.name)
+
+    def _delete(self, table: Table, condition: ColumnElement) -> None:
+        self._deletes.append((table, condition))
+
+    def _stage_table(self, table: Table) -> str:
+        if table.name in self._staging:
+            return self._staging[table.name]
+        wh = self.warehouse
+        name = f"{table.name}__load_{self._token}"
+        if self.postgres and table.name in self._partitions:
+            staging = wh.qualified(name)
+            self.connection.execute(text(f"CREATE TABLE {staging} (LIKE {wh.qualified(table.name)} INCLUDING DEFAULTS)"))
+        elif self.postgres:
+            staging = wh.quote(name)
+            self.connection.execute(
+                text(f"CREATE TEMP TABLE {staging} (LIKE {wh.qualified(table.name)} INCLUDING DEFAULTS) ON COMMIT DROP")
+            )
+        else:
+            staging = f"temp.{wh.quote(name)}"
+            self.connection.execute(text(f"CREATE TEMP TABLE {wh.quote(name)} AS SELECT * FROM {wh.quote(table.name)} WHERE 0"))
+        self._staging[table.name] = staging
+        self._order.append(table)
+        return staging
+
+    def append(self, table: Table, frame: pd.DataFrame) -> None:
+        """Stage rows for `table` (declare what they replace first)."""
+        if table.name not in self._staging:
+            raise ValueError(f"declare what the rows of {table.name} replace before staging them")
+        self.warehouse.insert_frame(self.connection, self._staging[table.name], table, frame)
+
+    def publish(self) -> None:
+        wh = self.warehouse
+        if not self.postgres:
+            # Staging happened in TEMP tables; now take the write lock for a short transaction.
+            self._transaction.commit()
+            self._transaction = self.connection.execution_options(sqlite_begin="IMMEDIATE").begin()
+        for table, condition in self._deletes:
+            if self.postgres and table.name in self._partitions:
+                continue  # replaced by the partition swap below
+            self.connection.execute(table.delete().where(condition))
+        for table in self._order:
+            staging = self._staging[table.name]
+            if self.postgres and table.name in self._partitions:
+                self._swap_partition(table, staging, self._partitions[table.name])
+                continue
+            columns = ", ".join(wh.quote(c.name) for c in table.columns if not (c.primary_key and c.autoincrement is True))
+            conflict = " WHERE true ON CONFLICT DO NOTHING" if table.name in self._ignore_conflicts else ""
+            self.connection.execute(
+                text(f"INSERT INTO {wh.qualified(table.name)} ({columns}) SELECT {columns} FROM {staging}{conflict}")
+            )
+        if not self.postgres:
+            for table in self._order:
+                self.connection.execute(text(f"DROP TABLE {self._staging[table.name]}"))
+        self._transaction.commit()
+
+    def _swap_partition(self, table: Table, staging: str, month: date) -> None:
+        wh = self.warehouse
+        child_name = f"{table.name}_{month:%Y_%m}"
+        child = wh.qualified(child_name)
+        parent = wh.qualified(table.name)
+        exists = self.connection.execute(
+            text("SELECT to_regclass(:name) IS NOT NULL"), {"name": f"{wh.quote(wh.schema)}.{wh.quote(child_name)}"}
+        ).scalar()
+        if exists:
+            self.connection.execute(text(f"ALTER TABLE {parent} DETACH PARTITION {child}"))
+            self.connection.execute(text(f"DROP TABLE {child}"))
+        self.connection.execute(text(f"ALTER TABLE {staging} RENAME TO {wh.quote(child_name)}"))
+        self.connection.execute(
+            text(f"ALTER TABLE {parent} ATTACH PARTITION {child} FOR VALUES IN ('{month.isoformat()}')")
+        )
+
+    def abort(self) -> None:
+        if self._transaction is not None and self._transaction.is_active:
+            self._transaction.rollback()
+        if not self.postgres:
+            for staging in self._staging.values():
+                with contextlib.suppress(Exception):
+                    self.connection.execute(text(f"DROP TABLE IF EXISTS {staging}"))
+                    self.connection.commit()
