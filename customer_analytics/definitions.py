@@ -1,0 +1,27 @@
+"""The customer_analytics code location: the one `Definitions` object Dagster loads."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from customer_analytics.assets.ingestion import customer_profiles_asset, ingest_events
+from customer_analytics.resources import default_resources
+
+ingestion_assets = [ingest_events, customer_profiles_asset]
+all_assets = [*ingestion_assets]
+
+# In-process: a month's steps are few and heavy on the database, and on 2 cores the
+# multiprocess executor spends more time starting processes than working.
+customer_analytics_job = dg.define_asset_job(
+    "customer_analytics_job",
+    selection=dg.AssetSelection.all(),
+    description="Everything for one month: ingestion, then every derived table (plus the unpartitioned profiles).",
+    executor_def=dg.in_process_executor,
+    tags={"team": "customer-analytics"},
+)
+
+defs = dg.Definitions(
+    assets=all_assets,
+    jobs=[customer_analytics_job],
+    resources=default_resources(),
+)

@@ -1,0 +1,350 @@
+"""Landing files into the warehouse: one month of `raw_events`, and `customer_profiles`.
+
+Plain Python (no Dagster) so the CLI, the benchmark and the tests can call it directly; the
+assets are thin wrappers. Every record read is accounted for exactly once:
+
+    records read = loaded + rejected + duplicates
+
+where, for a month, "records read" are the records of the files read that belong to that
+month or to no month at all (unparsable timestamp, malformed line, outside the partitions).
+Records of other months are counted apart (`other_months`): their own partition loads them.
+
+Which files a month reads: the `landing_files` manifest remembers, per file (name, size,
+modification time), which months it holds, so a month's load skips files that cannot
+contain it; new or changed files are always read.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import and_, bindparam, or_
+
+from customer_analytics.config import month_key
+from customer_analytics.resources.landing import (
+    LandingFile,
+    RecordChunk,
+    UnreadableFile,
+    list_files,
+    read_records,
+)
+from customer_analytics.resources.tables import customer_profiles, landing_files, raw_events, rejected_events
+from customer_analytics.resources.warehouse import Replacement, Warehouse
+from customer_analytics.transforms.dedupe import FirstDeliveries, content_hashes, id_hashes, origin, split_origin
+from customer_analytics.transforms.events import validate_events, validate_transactions
+from customer_analytics.transforms.profiles import merge_profiles, validate_profiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadReport:
+    """What one load did; the counts reconcile (see the module docstring)."""
+
+    scope: str  # the month key, or "profiles"
+    files_read: list[str] = field(default_factory=list)
+    files_skipped: int = 0
+    unreadable_files: dict[str, str] = field(default_factory=dict)
+    records_scanned: int = 0
+    other_months: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    reasons: collections.Counter = field(default_factory=collections.Counter)
+
+    @property
+    def records_read(self) -> int:
+        return self.records_scanned - self.other_months
+
+    @property
+    def rejected_share(self) -> float:
+        return self.rejected / self.records_read if self.records_read else 0.0
+
+    def check_reconciles(self) -> None:
+        if self.records_read != self.loaded + self.rejected + self.duplicates:
+            raise AssertionError(
+                f"{self.scope}: records read {self.records_read} != loaded {self.loaded} + rejected "
+                f"{self.rejected} + duplicates {self.duplicates}; refusing to publish"
+            )
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason without the record's own values, for counting reasons by kind."""
+    kinds = []
+    for part in reason.split("; "):
+        kinds.append(part.split(" '")[0].split(" -")[0].split(" (")[0])
+    return "; ".join(kinds)
+
+
+class _RejectSink:
+    """Collects rejected records for one load, staging them in batches."""
+
+    def __init__(self, replacement: Replacement, report: LoadReport, *, run_id: str, started_at: datetime):
+        self.replacement, self.report = replacement, report
+        self.run_id, self.started_at = run_id, started_at
+        self.rows: list[dict] = []
+
+    def add_file(self, file: LandingFile, reason: str) -> None:
+        """A file that could not be read at all: recorded as record 0, counted apart from records."""
+        self._append(file.source, file.name, 0, "", f"file could not be read: {reason}")
+        self.report.unreadable_files[file.name] = reason
+
+    def add(self, file: LandingFile, record_number: int, raw_record: str, reason: str, *,
+            event_month=None, event_id=None, customer_id=None) -> None:
+        self._append(file.source, file.name, record_number, raw_record, reason,
+                     event_month=event_month, event_id=event_id, customer_id=customer_id)
+        self.report.rejected += 1
+        self.report.reasons[_reason_kind(reason)] += 1
+
+    def _append(self, source, source_file, record_number, raw_record, reason, *, event_month=None, event_id=None, customer_id=None):
+        self.rows.append({
+            "source": source, "source_file": source_file, "record_number": int(record_number),
+            "raw_record": raw_record, "reason": reason, "rejected_at": self.started_at,
+            "event_month": None if event_month is None or pd.isna(event_month) else pd.Timestamp(event_month),
+            "event_id": None if event_id is None or pd.isna(event_id) else str(event_id),
+            "customer_id": None if customer_id is None or pd.isna(customer_id) else str(customer_id),
+            "run_id": self.run_id,
+        })
+        if len(self.rows) >= 50_000:
+            self.flush()
+
+    def add_frame(self, file: LandingFile, chunk: RecordChunk, rows: np.ndarray, validated: pd.DataFrame, reasons) -> None:
+        if len(rows) == 0:
+            return
+        raws = chunk.raw_text(rows)
+        for position, raw, reason in zip(rows, raws, reasons):
+            self.add(file, chunk.record_numbers[position], raw, reason,
+                     event_month=validated["event_month"].iat[position],
+                     event_id=validated["event_id"].iat[position],
+                     customer_id=validated["customer_id"].iat[position])
+
+    def flush(self) -> None:
+        if self.rows:
+            frame = pd.DataFrame(self.rows)
+            frame["event_month"] = pd.to_datetime(frame["event_month"])
+            self.replacement.append(rejected_events, frame)
+            self.rows = []
+
+
+def _file_scoped(first_month: date, last_month: date):
+    """Rejections no month partition owns: no readable month, or a month outside the partitions."""
+    month = rejected_events.c.event_month
+    return or_(month.is_(None), month < first_month, month > last_month)
+
+
+def load_events_month(
+    warehouse: Warehouse,
+    landing_dir: str,
+    month: date,
+    *,
+    first_month: date,
+    last_month: date,
+    run_id: str = "",
+    started_at: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> LoadReport:
+    """Replace `raw_events` for `month` (and its rejections) with what the landing folder holds."""
+    started_at = started_at or datetime.now(timezone.utc)
+    warehouse.ensure_tables()
+    files = list_files(landing_dir, "events") + list_files(landing_dir, "transactions")
+    manifest = _read_manifest(warehouse)
+    unreadable: dict[str, str] = {}
+    # A file failing part-way restarts the load without it: its earlier chunks are already staged.
+    while True:
+        try:
+            return _load_month_once(warehouse, files, manifest, unreadable, month, first_month, last_month,
+                                    run_id, started_at, progress or (lambda message: None))
+        except _RestartWithout as restart:
+            unreadable[restart.file.name] = restart.reason
+
+
+class _RestartWithout(Exception):
+    def __init__(self, file: LandingFile, reason: str):
+        super().__init__(reason)
+        self.file, self.reason = file, reason
+
+
+def _load_month_once(warehouse, files, manifest, unreadable, month, first_month, last_month, run_id, started_at, progress) -> LoadReport:
+    key = month_key(month)
+    report = LoadReport(scope=key)
+    seen = FirstDeliveries()
+    scanned_months: dict[str, tuple[LandingFile, set[str], int]] = {}
+    with warehouse.replace(lock_name=f"raw_events/{key}") as replacement:
+        replacement.replace_partition(raw_events, month)
+        replacement.delete_where(rejected_events, rejected_events.c.event_month == month, keep_existing_on_conflict=True)
+        rejects = _RejectSink(replacement, report, run_id=run_id, started_at=started_at)
+        for file_index, file in enumerate(files):
+            known = manifest.get(file.name)
+            if file.name not in unreadable and known and known[:2] == (file.size, file.modified_ns) and key not in known[2]:
+                report.files_skipped += 1
+                continue
+            if file.name in unreadable:
+                report.files_read.append(file.name)
+                rejects.add_file(file, unreadable[file.name])
+                continue
+            months_in_file: set[str] = set()
+            scanned = 0
+            staged_any = False
+            try:
+                for chunk in read_records(file):
+                    staged_any = True
+                    scanned += chunk.records
+                    _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, report, replacement,
+                                rejects, months_in_file, run_id, started_at)
+            except UnreadableFile as error:
+                if staged_any:
+                    raise _RestartWithout(file, str(error)) from None
+                unreadable[file.name] = str(error)
+                report.files_read.append(file.name)
+                rejects.add_file(file, str(error))
+                continue
+            report.files_read.append(file.name)
+            report.records_scanned += scanned
+            scanned_months[file.name] = (file, months_in_file, scanned)
+            progress(f"{key}: read {file.name} ({scanned:,} records)")
+        rejects.flush()
+        if report.files_read:
+            replacement.delete_where(
+                rejected_events,
+                and_(rejected_events.c.source_file.in_(bindparam("files_read", report.files_read, expanding=True)),
+                     _file_scoped(first_month, last_month)),
+                keep_existing_on_conflict=True,
+            )
+        report.check_reconciles()
+    _update_manifest(warehouse, scanned_months, started_at)
+    return report
+
+
+def _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, report, replacement, rejects,
+                months_in_file, run_id, started_at) -> None:
+    file = files[file_index]
+    for error in chunk.errors:
+        rejects.add(file, error.record_number, error.raw_record, error.reason)
+    if chunk.fields.empty:
+        return
+    fields = chunk.fields.reset_index(drop=True)
+    if file.source == "transactions":
+        validated = validate_transactions(fields, file.name, chunk.record_numbers)
+    else:
+        validated = validate_events(fields)
+    months = validated["event_month"]
+    months_in_file.update(f"{m:%Y-%m}" for m in months.dropna().unique())
+    has_month = months.notna().to_numpy()
+    month_values = months.to_numpy(dtype="datetime64[D]")
+    in_range = has_month & (month_values >= np.datetime64(first_month)) & (month_values <= np.datetime64(last_month))
+    mine = has_month & (month_values == np.datetime64(month))
+    report.other_months += int((in_range & ~mine).sum())
+
+    reasons = validated["reject_reason"]
+    invalid = reasons.notna().to_numpy()
+    # Rejected here: this month's invalid records, and records no month owns.
+    out_of_range = has_month & ~in_range
+    range_reason = np.where(
+        month_values < np.datetime64(first_month),
+        f"event_timestamp is before the first month partition {first_month:%Y-%m} (CUSTOMER_ANALYTICS_START_MONTH)",
+        f"event_timestamp is after the month in progress ({last_month:%Y-%m})",
+    )
+    combined = reasons.where(~out_of_range, reasons.fillna("").where(reasons.isna(), reasons + "; ") + range_reason)
+    for_rejection = (mine & invalid) | ~has_month | out_of_range
+    rows = np.flatnonzero(for_rejection)
+    rejects.add_frame(file, chunk, rows, validated, combined.iloc[rows])
+
+    # Deliveries of any in-range month take part in "first delivery wins"; this month's are loaded.
+    candidates = np.flatnonzero(in_range & ~invalid)
+    if len(candidates) == 0:
+        return
+    batch = validated.iloc[candidates]
+    status, first = seen.classify(id_hashes(batch["event_id"]), content_hashes(batch),
+                                  origin(file_index, chunk.record_numbers[candidates]))
+    batch_mine = mine[candidates]
+    report.duplicates += int(((status == 1) & batch_mine).sum())
+    conflicts = np.flatnonzero((status == 2) & batch_mine)
+    if len(conflicts):
+        messages = []
+        for position in conflicts:
+            first_file, first_record = split_origin(first[position])
+            messages.append(
+                f"event_id {batch['event_id'].iat[position]!r} was already delivered with different contents "
+                f"({files[first_file].name}, record {first_record}); the first delivery is kept"
+            )
+        rejects.add_frame(file, chunk, candidates[conflicts], validated, messages)
+    keep = candidates[(status == 0) & batch_mine]
+    if len(keep) == 0:
+        return
+    rows_out = validated.iloc[keep].drop(columns=["reject_reason"])
+    rows_out["source"] = file.source
+    rows_out["source_file"] = file.name
+    rows_out["source_record"] = chunk.record_numbers[keep]
+    rows_out["ingested_at"] = started_at
+    replacement.append(raw_events, rows_out)
+    report.loaded += len(rows_out)
+
+
+def _read_manifest(warehouse: Warehouse) -> dict[str, tuple[int, int, set[str]]]:
+    frame = warehouse.read_frame(landing_files.select())
+    return {
+        row.source_file: (int(row.size_bytes), int(row.modified_ns), set(filter(None, row.months.split(","))))
+        for row in frame.itertuples()
+    }
+
+
+def _update_manifest(warehouse: Warehouse, scanned: dict[str, tuple[LandingFile, set[str], int]], at: datetime) -> None:
+    if not scanned:
+        return
+    frame = pd.DataFrame([
+        {"source_file": name, "size_bytes": file.size, "modified_ns": file.modified_ns,
+         "months": ",".join(sorted(months)), "records": records, "scanned_at": at}
+        for name, (file, months, records) in scanned.items()
+    ])
+    with warehouse.replace(lock_name="landing_files") as replacement:
+        replacement.delete_where(landing_files, landing_files.c.source_file.in_(bindparam("names", list(scanned), expanding=True)))
+        replacement.append(landing_files, frame)
+
+
+def load_profiles(warehouse: Warehouse, landing_dir: str, *, run_id: str = "", started_at: datetime | None = None) -> LoadReport:
+    """Replace `customer_profiles` (and the profile rejections) from every profile file.
+
+    `loaded` counts profile records merged; a customer with several records is one row.
+    """
+    started_at = started_at or datetime.now(timezone.utc)
+    warehouse.ensure_tables()
+    report = LoadReport(scope="profiles")
+    valid_parts = []
+    with warehouse.replace(lock_name="customer_profiles") as replacement:
+        replacement.delete_where(customer_profiles, customer_profiles.c.customer_id.is_not(None))
+        replacement.delete_where(rejected_events, rejected_events.c.source == "profiles")
+        rejects = _RejectSink(replacement, report, run_id=run_id, started_at=started_at)
+        for file in list_files(landing_dir, "profiles"):
+            report.files_read.append(file.name)
+            try:
+                # Profiles are small enough to validate a whole file before keeping any of it.
+                chunks = [(chunk, validate_profiles(chunk.fields.reset_index(drop=True)) if not chunk.fields.empty else None)
+                          for chunk in read_records(file)]
+            except UnreadableFile as error:
+                rejects.add_file(file, str(error))
+                continue
+            for chunk, validated in chunks:
+                report.records_scanned += chunk.records
+                for error in chunk.errors:
+                    rejects.add(file, error.record_number, error.raw_record, error.reason)
+                if validated is None:
+                    continue
+                bad = np.flatnonzero(validated["reject_reason"].notna().to_numpy())
+                for position, raw in zip(bad, chunk.raw_text(bad)):
+                    rejects.add(file, chunk.record_numbers[position], raw, validated["reject_reason"].iat[position],
+                                customer_id=validated["customer_id"].iat[position])
+                good = validated[validated["reject_reason"].isna()].drop(columns=["reject_reason"])
+                valid_parts.append(good.assign(source_file=file.name))
+        records = pd.concat(valid_parts, ignore_index=True) if valid_parts else pd.DataFrame(columns=["customer_id"])
+        report.loaded = len(records)
+        merged = merge_profiles(records).assign(updated_at=started_at)
+        rejects.flush()
+        replacement.append(customer_profiles, merged)
+        report.check_reconciles()
+    return report

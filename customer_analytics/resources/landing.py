@@ -1,0 +1,431 @@
+"""The landing folder: which files are there, and their records, read in bounded chunks.
+
+Layout: `events/`, `transactions/` and `profiles/` (searched recursively), each holding
+`.ndjson`, `.jsonl`, `.csv` or `.parquet` files, optionally gzipped (`.gz`). Files whose
+name starts with a dot are in-flight uploads by convention and are ignored.
+
+Record numbers, used in `raw_events.source_record` and `rejected_events.record_number`, are
+the 1-based line number where the record starts for NDJSON and CSV (so `sed -n Np` shows
+it; a CSV header is line 1), and the 1-based row number for Parquet.
+
+NDJSON is parsed by pyarrow, a block at a time; a block pyarrow refuses (a malformed line,
+a field whose JSON type changes) is parsed again line by line with the standard library, so
+one bad line costs only its block's speed. CSV is read with the standard library, which
+reports exact line numbers and keeps every value as text, as the contract says it arrives.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+SOURCES = ("events", "transactions", "profiles")
+FORMATS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".csv": "csv", ".parquet": "parquet"}
+
+# Fields that are text in the contract: pinned as strings so pyarrow never guesses a type for
+# them (it would turn "2023-06-15T14:30:45+02:00" into a timestamp on its own terms).
+TEXT_FIELDS = {
+    "events": (
+        "event_id", "customer_id", "event_type", "event_timestamp", "session_id", "page_url",
+        "product_id", "category_id", "device_type", "country", "referrer", "user_agent",
+    ),
+    "transactions": ("customer_id", "transaction_date"),
+    "profiles": (
+        "customer_id", "email", "first_name", "last_name", "gender", "city", "country",
+        "signup_date", "last_login", "location",
+    ),
+}
+NUMBER_FIELDS = {
+    "events": ("price", "quantity"),
+    "transactions": ("transaction_amount",),
+    "profiles": ("age",),
+}
+
+CHUNK_BYTES = 32 * 1024 * 1024
+CHUNK_ROWS = 250_000
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+RAW_TEXT_LIMIT = 10_000  # characters of a rejected record kept in the quarantine
+
+
+class UnreadableFile(Exception):
+    """The file as a whole cannot be read; the message says why in words."""
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    path: Path
+    name: str  # relative to the landing folder, with forward slashes
+    source: str  # events, transactions or profiles
+    size: int
+    modified_ns: int
+
+    @property
+    def compressed(self) -> bool:
+        return self.path.suffix.lower() == ".gz"
+
+    @property
+    def format(self) -> str | None:
+        suffixes = [s.lower() for s in self.path.suffixes]
+        if suffixes and suffixes[-1] == ".gz":
+            suffixes = suffixes[:-1]
+        return FORMATS.get(suffixes[-1]) if suffixes else None
+
+
+@dataclass
+class RecordError:
+    record_number: int
+    raw_record: str
+    reason: str
+
+
+@dataclass
+class RecordChunk:
+    """Records of one file, in file order: parsed fields, their record numbers and raw text."""
+
+    fields: pd.DataFrame
+    record_numbers: np.ndarray
+    raw_text: Callable[[np.ndarray], list[str]]
+    errors: list[RecordError] = field(default_factory=list)
+    records: int = 0  # records read, including `errors`
+
+
+def clip_raw(text: str) -> str:
+    return text if len(text) <= RAW_TEXT_LIMIT else text[:RAW_TEXT_LIMIT] + f"… [{len(text)} characters in all]"
+
+
+def list_files(landing_dir: str | Path, source: str) -> list[LandingFile]:
+    """Files under `landing_dir/source`, in a stable order (their relative paths)."""
+    root = Path(landing_dir)
+    folder = root / source
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.rglob("*"):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        stat = path.stat()
+        found.append(LandingFile(path, path.relative_to(root).as_posix(), source, stat.st_size, stat.st_mtime_ns))
+    return sorted(found, key=lambda f: f.name)
+
+
+def read_records(file: LandingFile, *, chunk_bytes: int = CHUNK_BYTES, chunk_rows: int = CHUNK_ROWS) -> Iterator[RecordChunk]:
+    """Yield the file's records chunk by chunk; raise `UnreadableFile` if the file fails as a whole.
+
+    A file that changes size or disappears while it is read is unreadable too: its records
+    would be a mix of two versions.
+    """
+    if file.format is None:
+        raise UnreadableFile(
+            f"unsupported file type {''.join(file.path.suffixes) or '(none)'!r}: use .ndjson, .jsonl, .csv or "
+            ".parquet, optionally gzipped (.gz)"
+        )
+    try:
+        if file.format == "parquet":
+            yield from _read_parquet(file, chunk_rows)
+        else:
+            with _open_binary(file) as stream:
+                if file.format == "ndjson":
+                    yield from _read_ndjson(stream, file.source, chunk_bytes)
+                else:
+                    yield from _read_csv(stream, chunk_rows)
+    except UnreadableFile:
+        raise
+    except FileNotFoundError:
+        raise UnreadableFile("the file disappeared while it was being read") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise UnreadableFile(f"not a readable gzip file ({error}); nothing from it was loaded") from None
+    except OSError as error:
+        raise UnreadableFile(f"could not read the file: {error}") from None
+    try:
+        after = file.path.stat()
+    except FileNotFoundError:
+        raise UnreadableFile("the file disappeared while it was being read") from None
+    if after.st_size != file.size or after.st_mtime_ns != file.modified_ns:
+        raise UnreadableFile(
+            f"the file changed while it was being read ({file.size} → {after.st_size} bytes); "
+            "nothing from it was loaded, the next run reads it again"
+        )
+
+
+def _open_binary(file: LandingFile):
+    raw = open(file.path, "rb")
+    return gzip.GzipFile(fileobj=raw, mode="rb") if file.compressed else raw
+
+
+# -- NDJSON ------------------------------------------------------------------------------
+def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]:
+    carry = b""
+    line_base = 0  # lines before the current block
+    first = True
+    oversized = False
+    while True:
+        data = stream.read(chunk_bytes)
+        buffer = carry + data
+        if first and buffer.startswith(b"\xef\xbb\xbf"):
+            buffer = buffer[3:]  # a UTF-8 byte-order mark is not part of the first record
+        first = False
+        if not data:
+            block, carry = buffer, b""
+        else:
+            cut = buffer.rfind(b"\n")
+            if cut == -1:
+                if len(buffer) > MAX_RECORD_BYTES:
+                    # One enormous line: keep its start for the quarantine, skip to its end.
+                    carry = buffer[:RAW_TEXT_LIMIT]
+                    oversized = True
+                else:
+                    carry = buffer
+                continue
+            block, carry = buffer[: cut + 1], buffer[cut + 1 :]
+        if oversized:
+            head_end = block.find(b"\n")
+            if head_end == -1:
+                head_end = len(block)
+            yield _oversized_record(block[:head_end], line_base + 1)
+            block = block[head_end + 1 :]
+            line_base += 1
+            oversized = False
+        if block:
+            yield _parse_ndjson_block(block, line_base, source)
+            line_base += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        if not data:
+            return
+
+
+def _oversized_record(head: bytes, line_number: int) -> RecordChunk:
+    error = RecordError(line_number, head[:RAW_TEXT_LIMIT].decode("utf-8", "backslashreplace") + "…",
+                        f"record longer than {MAX_RECORD_BYTES // (1024 * 1024)} MB: not parsed")
+    return RecordChunk(pd.DataFrame(), np.empty(0, np.int64), lambda idx: [], [error], records=1)
+
+
+def _line_spans(block: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start and end offsets of each line in `block`, and which lines hold more than whitespace."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    newlines = np.flatnonzero(data == 10)
+    ends = newlines if block.endswith(b"\n") else np.append(newlines, len(data))
+    starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else np.empty(0, np.int64)
+    blank_byte = (data == 32) | (data == 9) | (data == 13) | (data == 10)
+    filled = np.concatenate(([0], np.cumsum(~blank_byte, dtype=np.int64)))
+    nonblank = (filled[ends] - filled[starts]) > 0
+    return starts, ends, nonblank
+
+
+def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> RecordChunk:
+    starts, ends, nonblank = _line_spans(block)
+    lines = np.flatnonzero(nonblank)
+    starts, ends = starts[lines], ends[lines]
+    record_numbers = line_base + lines.astype(np.int64) + 1
+
+    def raw_text(rows: np.ndarray) -> list[str]:
+        return [clip_raw(block[starts[i] : ends[i]].decode("utf-8", "backslashreplace").rstrip("\r")) for i in rows]
+
+    fields = _ndjson_fast(block, source, len(lines))
+    if fields is not None:
+        return RecordChunk(fields, record_numbers, raw_text, records=len(lines))
+    return _ndjson_slow(block, starts, ends, record_numbers, source, raw_text)
+
+
+def _ndjson_fast(block: bytes, source: str, expected_rows: int) -> pd.DataFrame | None:
+    schema = pa.schema([(name, pa.string()) for name in TEXT_FIELDS[source]])
+    try:
+        table = pajson.read_json(
+            io.BytesIO(block),
+            read_options=pajson.ReadOptions(block_size=max(len(block) + 1, 1 << 20)),
+            parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, OverflowError):
+        return None
+    if table.num_rows != expected_rows:
+        return None  # e.g. two objects on one line: only the exact reader can number them
+    columns = {}
+    for name in TEXT_FIELDS[source]:
+        columns[name] = table.column(name)
+    for name in NUMBER_FIELDS[source]:
+        if name not in table.column_names:
+            columns[name] = pa.nulls(table.num_rows, pa.float64())
+            continue
+        column = table.column(name)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+                or pa.types.is_string(column.type) or pa.types.is_null(column.type)):
+            return None  # booleans, objects, arrays: the exact reader explains them per record
+        columns[name] = column
+    frame = pa.table(columns).to_pandas()
+    return frame
+
+
+def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> RecordChunk:
+    records: list[dict] = []
+    kept: list[int] = []
+    errors: list[RecordError] = []
+    for index in range(len(starts)):
+        line = block[starts[index] : ends[index]]
+        try:
+            text_line = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            errors.append(RecordError(int(record_numbers[index]), raw_text([index])[0],
+                                      f"not valid UTF-8 text (byte {error.start + 1} of the line)"))
+            continue
+        try:
+            value = json.loads(text_line)
+        except (json.JSONDecodeError, RecursionError) as error:
+            reason = f"malformed JSON: {error.msg} at character {error.pos + 1}" if isinstance(error, json.JSONDecodeError) else "malformed JSON: nested too deeply"
+            errors.append(RecordError(int(record_numbers[index]), raw_text([index])[0], reason))
+            continue
+        if not isinstance(value, dict):
+            errors.append(RecordError(int(record_numbers[index]), raw_text([index])[0],
+                                      f"the line is a JSON {_json_kind(value)}, not an object with fields"))
+            continue
+        records.append(value)
+        kept.append(index)
+    wanted = TEXT_FIELDS[source] + NUMBER_FIELDS[source]
+    fields = pd.DataFrame.from_records(
+        [{name: record.get(name) for name in wanted} for record in records], columns=list(wanted)
+    ).astype(object)
+    kept_array = np.asarray(kept, dtype=np.int64)
+
+    def kept_raw(rows: np.ndarray) -> list[str]:
+        return raw_text(kept_array[rows])
+
+    return RecordChunk(fields, record_numbers[kept_array], kept_raw, errors, records=len(starts))
+
+
+def _json_kind(value) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+# -- CSV ---------------------------------------------------------------------------------
+def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
+    csv.field_size_limit(MAX_RECORD_BYTES)
+    text_stream = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(text_stream)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return  # an empty file holds no records
+    except csv.Error as error:
+        raise UnreadableFile(f"the CSV header cannot be read: {error}") from None
+    header = [name.strip() for name in header]
+    if not any(header):
+        raise UnreadableFile("the CSV file has no header row naming its columns")
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    raws: list[str] = []
+    errors: list[RecordError] = []
+    records = 0
+    line = reader.line_num
+    while True:
+        start_line = line + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            line = reader.line_num
+            records += 1
+            errors.append(RecordError(start_line, "", f"malformed CSV: {error}"))
+            continue
+        line = reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank line
+        records += 1
+        raw = clip_raw(_csv_line(row))
+        if any(_has_surrogates(value) for value in row):
+            errors.append(RecordError(start_line, raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+                                      "not valid UTF-8 text"))
+        elif len(row) != len(header):
+            errors.append(RecordError(start_line, raw, f"CSV row has {len(row)} fields, the header has {len(header)}"))
+        else:
+            rows.append(row)
+            numbers.append(start_line)
+            raws.append(raw)
+        if records >= chunk_rows:
+            yield _csv_chunk(header, rows, numbers, raws, errors, records)
+            rows, numbers, raws, errors, records = [], [], [], [], 0
+    if records or errors:
+        yield _csv_chunk(header, rows, numbers, raws, errors, records)
+
+
+def _has_surrogates(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _csv_line(row: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(row)
+    return out.getvalue()
+
+
+def _csv_chunk(header, rows, numbers, raws, errors, records) -> RecordChunk:
+    fields = pd.DataFrame(rows, columns=header, dtype=object) if rows else pd.DataFrame(columns=header, dtype=object)
+    fields = fields.loc[:, ~fields.columns.duplicated()]
+    raw_array = np.asarray(raws, dtype=object)
+
+    def raw_text(rows_idx: np.ndarray) -> list[str]:
+        return list(raw_array[rows_idx])
+
+    return RecordChunk(fields, np.asarray(numbers, dtype=np.int64), raw_text, errors, records=records)
+
+
+# -- Parquet -----------------------------------------------------------------------------
+def _read_parquet(file: LandingFile, chunk_rows: int) -> Iterator[RecordChunk]:
+    try:
+        if file.compressed:
+            with gzip.open(file.path, "rb") as stream:
+                source = pa.BufferReader(stream.read())
+        else:
+            source = pa.memory_map(str(file.path), "r")
+        parquet = pq.ParquetFile(source)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise UnreadableFile(f"not a readable Parquet file: {error}") from None
+    offset = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            keep = [name for name in batch.schema.names
+                    if not (pa.types.is_nested(batch.schema.field(name).type))]
+            frame = batch.select(keep).to_pandas() if keep else pd.DataFrame(index=range(batch.num_rows))
+            numbers = np.arange(offset + 1, offset + batch.num_rows + 1, dtype=np.int64)
+            offset += batch.num_rows
+
+            def raw_text(rows: np.ndarray, frame=frame) -> list[str]:
+                return [clip_raw(json.dumps(frame.iloc[int(i)].to_dict(), default=str, ensure_ascii=False)) for i in rows]
+
+            yield RecordChunk(frame, numbers, raw_text, records=batch.num_rows)
+    except (pa.ArrowInvalid, pa.ArrowIOError) as error:
+        raise UnreadableFile(f"the Parquet file is damaged after row {offset}: {error}; nothing from it was loaded") from None
+
+
+class LandingZone(dg.ConfigurableResource):
+    """The landing folder (`CUSTOMER_ANALYTICS_LANDING_DIR`) the shop's exports are dropped into."""
+
+    landing_dir: str
+
+    def files(self, source: str) -> list[LandingFile]:
+        if source not in SOURCES:
+            raise ValueError(f"unknown landing source {source!r}: use one of {', '.join(SOURCES)}")
+        return list_files(self.landing_dir, source)
+
+    def exists(self) -> bool:
+        return Path(self.landing_dir).is_dir()
+
+    def describe(self) -> str:
+        return os.path.abspath(self.landing_dir)

@@ -1,0 +1,142 @@
+"""Events and legacy transactions: delivered fields in, typed `raw_events` rows and refusal reasons out.
+
+Rules (the README's data contract):
+* `customer_id`, `event_type` and `event_timestamp` are required, and so is `event_id` for
+  events (it is what makes a redelivery recognisable).
+* A purchase (`event_type = 'purchase'`) needs a price; a price, when given, is a finite
+  number ≥ 0 and at most `MAX_AMOUNT`; a quantity, when given, is a whole number ≥ 0 and at
+  most `MAX_QUANTITY`; a purchase without a quantity bought one unit.
+* `revenue` = price × quantity for purchases, 0 for every other event.
+* A legacy transaction is a purchase of one unit at `transaction_amount`; its id is
+  `txn-<digest of the file name>-<record number>`, stable across reruns and distinct for
+  identical rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from customer_analytics.transforms.fields import (
+    Reasons,
+    date_of,
+    month_of,
+    number_column,
+    shown,
+    text_column,
+    timestamp_column,
+)
+
+PURCHASE = "purchase"
+MAX_AMOUNT = 1e10  # a price or amount above ten billion is a unit or typing error
+MAX_QUANTITY = 1_000_000
+OPTIONAL_TEXT = ("session_id", "page_url", "product_id", "category_id", "device_type", "country", "referrer", "user_agent")
+EVENT_COLUMNS = (
+    "event_id", "customer_id", "event_type", "event_timestamp", "event_month", "event_date",
+    *OPTIONAL_TEXT[:4], "price", "quantity", "revenue", *OPTIONAL_TEXT[4:],
+)
+
+
+def _field(fields: pd.DataFrame, name: str) -> pd.Series:
+    if name in fields.columns:
+        return fields[name]
+    return pd.Series(None, index=fields.index, dtype=object)
+
+
+def _required_text(fields, name, reasons: Reasons) -> pd.Series:
+    text, wrong = text_column(_field(fields, name))
+    reasons.add(wrong, f"{name} must be text, not a JSON object, array or boolean")
+    reasons.add(text.isna() & ~wrong, f"missing {name}")
+    return text
+
+
+def _timestamp(fields, name, reasons: Reasons) -> pd.Series:
+    raw = _field(fields, name)
+    stamps, present, invalid = timestamp_column(raw)
+    reasons.add(~present, f"missing {name}")
+    reasons.add(invalid, "unparsable " + name + " " + shown(raw) + " (use e.g. 2023-06-15 14:30:45, or ISO 8601 with Z or an offset)")
+    return stamps
+
+
+def _amount(raw: pd.Series, name: str, reasons: Reasons) -> tuple[pd.Series, pd.Series]:
+    """(amounts usable as money, mask present): refuses non-numbers, negatives and absurd sizes."""
+    values, present, invalid = number_column(raw)
+    reasons.add(invalid, name + " " + shown(raw) + " is not a number")
+    ok = present & ~invalid
+    reasons.add(ok & (values.fillna(0) < 0), "negative " + name + " " + shown(raw))
+    reasons.add(ok & (values.fillna(0) > MAX_AMOUNT), name + " " + shown(raw) + f" is above {MAX_AMOUNT:,.0f}")
+    return values.where(ok), present
+
+
+def validate_events(fields: pd.DataFrame) -> pd.DataFrame:
+    """Typed event rows (`EVENT_COLUMNS`) plus `reject_reason` (None for loadable rows)."""
+    reasons = Reasons(fields.index)
+    out = pd.DataFrame(index=fields.index)
+    out["event_id"] = _required_text(fields, "event_id", reasons)
+    out["customer_id"] = _required_text(fields, "customer_id", reasons)
+    out["event_type"] = _required_text(fields, "event_type", reasons)
+    stamps = _timestamp(fields, "event_timestamp", reasons)
+    for name in OPTIONAL_TEXT:
+        text, wrong = text_column(_field(fields, name))
+        reasons.add(wrong, f"{name} must be text, not a JSON object, array or boolean")
+        out[name] = text
+
+    is_purchase = (out["event_type"] == PURCHASE).fillna(False).astype(bool)
+    price, price_present = _amount(_field(fields, "price"), "price", reasons)
+    reasons.add(is_purchase & ~price_present, "purchase without a price")
+
+    raw_quantity = _field(fields, "quantity")
+    quantity, quantity_present, quantity_invalid = number_column(raw_quantity)
+    reasons.add(quantity_invalid, "quantity " + shown(raw_quantity) + " is not a number")
+    ok_quantity = quantity_present & ~quantity_invalid
+    q = quantity.fillna(0)
+    reasons.add(ok_quantity & (q < 0), "negative quantity " + shown(raw_quantity))
+    reasons.add(ok_quantity & (q >= 0) & (q != np.floor(q)), "quantity " + shown(raw_quantity) + " is not a whole number")
+    reasons.add(ok_quantity & (q > MAX_QUANTITY), "quantity " + shown(raw_quantity) + f" is above {MAX_QUANTITY:,}")
+
+    quantity = quantity.where(ok_quantity & (q >= 0) & (q == np.floor(q)) & (q <= MAX_QUANTITY))
+    quantity = quantity.where(~(is_purchase & quantity.isna()), 1.0)
+    out["price"] = price
+    out["quantity"] = quantity.round().astype("Int64")
+    out["revenue"] = np.where(is_purchase, out["price"].fillna(0.0) * quantity.fillna(0.0), 0.0)
+    return _finish(out, stamps, reasons)
+
+
+def transaction_file_digest(source_file: str) -> str:
+    return hashlib.sha1(source_file.encode("utf-8")).hexdigest()[:10]
+
+
+def validate_transactions(fields: pd.DataFrame, source_file: str, record_numbers: np.ndarray) -> pd.DataFrame:
+    """Legacy transaction rows as purchase events (same columns as `validate_events`)."""
+    reasons = Reasons(fields.index)
+    out = pd.DataFrame(index=fields.index)
+    digest = transaction_file_digest(source_file)
+    out["event_id"] = pd.Series([f"txn-{digest}-{n}" for n in record_numbers], index=fields.index, dtype="string")
+    out["customer_id"] = _required_text(fields, "customer_id", reasons)
+    out["event_type"] = pd.Series(PURCHASE, index=fields.index, dtype="string")
+    stamps = _timestamp(fields, "transaction_date", reasons)
+    amount, present = _amount(_field(fields, "transaction_amount"), "transaction_amount", reasons)
+    reasons.add(~present, "missing transaction_amount")
+    for name in OPTIONAL_TEXT:
+        out[name] = pd.Series(pd.NA, index=fields.index, dtype="string")
+    out["price"] = amount
+    out["quantity"] = pd.Series(1, index=fields.index, dtype="Int64")
+    out["revenue"] = amount.fillna(0.0)
+    return _finish(out, stamps, reasons)
+
+
+def _finish(out: pd.DataFrame, stamps: pd.Series, reasons: Reasons) -> pd.DataFrame:
+    valid = stamps.notna()
+    months = pd.Series(pd.NaT, index=stamps.index, dtype="datetime64[us]")
+    dates = months.copy()
+    if valid.any():
+        months[valid] = month_of(stamps[valid])
+        dates[valid] = date_of(stamps[valid])
+    out["event_timestamp"] = stamps
+    out["event_month"] = months
+    out["event_date"] = dates
+    out = out[list(EVENT_COLUMNS)].copy()
+    out["reject_reason"] = reasons.values
+    return out

@@ -1,0 +1,118 @@
+"""Vectorized coercion of delivered field values, and the reasons a record is refused.
+
+Values arrive as text (CSV), as JSON scalars of any type (NDJSON), or typed (Parquet). Each
+coercer returns the typed column and masks saying which values were absent and which were
+present but unusable, so validation can word a reason per record without a Python loop
+over the good ones.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import pandas as pd
+
+
+class Reasons:
+    """Per-record refusal reasons; several problems in one record are joined with '; '."""
+
+    def __init__(self, index: pd.Index):
+        self.values = pd.Series(None, index=index, dtype=object)
+
+    def add(self, mask: pd.Series | np.ndarray, message: str | pd.Series) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            return
+        rows = self.values.index[mask]
+        text = pd.Series(message, index=rows) if isinstance(message, str) else message.loc[rows].astype(str)
+        current = self.values.loc[rows]
+        self.values.loc[rows] = np.where(current.isna(), text, current.astype(str) + "; " + text)
+
+    @property
+    def rejected(self) -> pd.Series:
+        return self.values.notna()
+
+
+def shown(values: pd.Series) -> pd.Series:
+    """Values as a person would recognise them in a message: quoted, shortened."""
+    return values.map(lambda v: repr(v if not isinstance(v, str) or len(v) <= 60 else v[:57] + "..."))
+
+
+def _is_text_or_number(value) -> bool:
+    return value is None or isinstance(value, str) or (isinstance(value, numbers.Number) and not isinstance(value, bool))
+
+
+def text_column(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(trimmed text with missing/blank as NA, mask of values that are not text or a number)."""
+    if values.dtype == object:
+        wrong_type = ~values.map(_is_text_or_number).astype(bool)
+        cleaned = values.where(~wrong_type, None).map(_as_text, na_action="ignore")
+        text = cleaned.astype("string")
+    else:
+        wrong_type = pd.Series(False, index=values.index)
+        if pd.api.types.is_float_dtype(values):
+            text = values.map(_as_text, na_action="ignore").astype("string")
+        else:
+            text = values.astype("string")
+    text = text.str.strip()
+    text = text.mask(text == "")
+    return text, wrong_type
+
+
+def _as_text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # an id delivered as 123.0 means "123"
+    return str(value)
+
+
+def number_column(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(float64 values, mask present, mask present but not a finite number)."""
+    if pd.api.types.is_bool_dtype(values):
+        present = pd.Series(True, index=values.index)
+        return pd.Series(np.nan, index=values.index), present, present.copy()
+    if pd.api.types.is_numeric_dtype(values):
+        numbers_ = values.astype("float64")
+        present = numbers_.notna()
+        return numbers_, present, present & ~np.isfinite(numbers_.fillna(0.0))
+    if values.dtype == object:
+        wrong_type = values.map(lambda v: isinstance(v, (bool, dict, list))).astype(bool)
+        values = values.where(~wrong_type, None)
+        text = values.map(lambda v: v if isinstance(v, str) else (None if v is None else repr(v)), na_action="ignore")
+        text = text.astype("string").str.strip()
+    else:
+        wrong_type = pd.Series(False, index=values.index)
+        text = values.astype("string").str.strip()
+    text = text.mask(text == "")
+    present = text.notna() | wrong_type
+    numbers_ = pd.to_numeric(text, errors="coerce").astype("float64")
+    invalid = wrong_type | (text.notna() & ~np.isfinite(numbers_.fillna(np.inf)))
+    return numbers_.where(~invalid), present, invalid
+
+
+def timestamp_column(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(UTC timestamps, mask present, mask present but unparsable).
+
+    `2023-06-15 14:30:45` (no zone) is UTC; ISO 8601 with `Z` or an offset is converted to UTC.
+    """
+    if pd.api.types.is_datetime64_any_dtype(values):
+        stamps = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        present = stamps.notna()
+        return stamps.astype("datetime64[us, UTC]"), present, pd.Series(False, index=values.index)
+    text, wrong_type = text_column(values)
+    stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    present = text.notna() | wrong_type
+    invalid = present & stamps.isna()
+    return stamps.astype("datetime64[us, UTC]"), present, invalid
+
+
+def month_of(stamps: pd.Series) -> pd.Series:
+    """First day of each timestamp's UTC month (naive datetime64, midnight)."""
+    naive = stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    return pd.Series(naive.astype("datetime64[M]").astype("datetime64[us]"), index=stamps.index)
+
+
+def date_of(stamps: pd.Series) -> pd.Series:
+    """UTC calendar date of each timestamp (naive datetime64, midnight)."""
+    naive = stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    return pd.Series(naive.astype("datetime64[D]").astype("datetime64[us]"), index=stamps.index)

@@ -1,0 +1,70 @@
+"""Customer profiles and demographic rows: validation, and merging into one row per customer.
+
+Profile rows carry `customer_id, email, first_name, last_name, age, gender, city, country,
+signup_date, last_login`; demographic rows carry `customer_id, age, location`. Records are
+ordered by `last_login` (records without one first), then by landing order, and each field
+of a customer takes its value from the latest record that has one — so a demographic row
+adds `location` to a profile, and a newer profile replaces an older city.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from customer_analytics.transforms.fields import Reasons, number_column, shown, text_column, timestamp_column
+
+PROFILE_TEXT = ("email", "first_name", "last_name", "gender", "city", "country", "location")
+PROFILE_COLUMNS = ("customer_id", *PROFILE_TEXT[:4], "age", *PROFILE_TEXT[4:], "signup_date", "last_login")
+MAX_AGE = 130
+
+
+def _field(fields: pd.DataFrame, name: str) -> pd.Series:
+    return fields[name] if name in fields.columns else pd.Series(None, index=fields.index, dtype=object)
+
+
+def validate_profiles(fields: pd.DataFrame) -> pd.DataFrame:
+    """Typed profile rows (`PROFILE_COLUMNS`) plus `reject_reason` (None for loadable rows)."""
+    reasons = Reasons(fields.index)
+    out = pd.DataFrame(index=fields.index)
+    customer, wrong = text_column(_field(fields, "customer_id"))
+    reasons.add(wrong, "customer_id must be text, not a JSON object, array or boolean")
+    reasons.add(customer.isna() & ~wrong, "missing customer_id")
+    out["customer_id"] = customer
+    for name in PROFILE_TEXT:
+        text, wrong = text_column(_field(fields, name))
+        reasons.add(wrong, f"{name} must be text, not a JSON object, array or boolean")
+        out[name] = text
+
+    raw_age = _field(fields, "age")
+    age, present, invalid = number_column(raw_age)
+    reasons.add(invalid, "age " + shown(raw_age) + " is not a number")
+    ok = present & ~invalid
+    a = age.fillna(0)
+    reasons.add(ok & ((a < 0) | (a > MAX_AGE) | (a != np.floor(a))), "age " + shown(raw_age) + f" is not a whole number of years between 0 and {MAX_AGE}")
+    out["age"] = age.where(ok & (a >= 0) & (a <= MAX_AGE) & (a == np.floor(a))).round().astype("Int64")
+
+    for name in ("signup_date", "last_login"):
+        raw = _field(fields, name)
+        stamps, _present, bad = timestamp_column(raw)
+        reasons.add(bad, "unparsable " + name + " " + shown(raw) + " (use e.g. 2023-01-15 or 2023-06-18 09:15:30)")
+        out[name] = stamps
+    out["signup_date"] = out["signup_date"].dt.tz_localize(None).dt.normalize()
+    out = out[list(PROFILE_COLUMNS)].copy()
+    out["reject_reason"] = reasons.values
+    return out
+
+
+def merge_profiles(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per customer from valid records in landing order (`PROFILE_COLUMNS` + `source_file`).
+
+    `records` must be in landing order (file order, then record order).
+    """
+    if records.empty:
+        return records.reindex(columns=[*PROFILE_COLUMNS, "source_file"])
+    ordered = records.assign(_landing_order=np.arange(len(records)))
+    ordered = ordered.sort_values(["last_login", "_landing_order"], na_position="first", kind="stable")
+    merged = ordered.groupby("customer_id", sort=True).last()  # last non-null value per field
+    merged = merged.reset_index().drop(columns=["_landing_order"])
+    merged["location"] = merged["location"].fillna(merged["city"])
+    return merged[[*PROFILE_COLUMNS, "source_file"]]
