@@ -1,0 +1,222 @@
+"""`customer-analytics`: the project's command line.
+
+Bad arguments exit with status 2 and a message that says what is valid; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from datetime import date
+from pathlib import Path
+
+from customer_analytics.config import ConfigError, Settings, add_months, month_key, parse_month
+
+EXIT_USAGE = 2
+LOCAL_DAGSTER_HOME = "dagster_home"
+LOCAL_INSTANCE_YAML = """\
+# Local Dagster instance written by `customer-analytics`: run history in SQLite files here.
+# Production uses the repository's dagster.yaml (PostgreSQL); see the README.
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 4
+"""
+
+
+class UsageError(Exception):
+    """A bad argument: reported with exit status 2."""
+
+
+def _month_arg(text: str) -> date:
+    try:
+        return parse_month(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: use e.g. 0.01") from None
+    if not 0.0 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: use a share between 0 and 0.5, e.g. 0.01")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="customer-analytics",
+        description="Customer analytics on Dagster: sample data, materializations, reruns.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sample = commands.add_parser("generate-sample", help="write realistic synthetic landing data")
+    sample.add_argument("--out", required=True, type=Path, help="landing folder to write (events/, transactions/, profiles/)")
+    sample.add_argument("--customers", type=_positive_int, default=2000, help="number of customers (default 2000)")
+    sample.add_argument("--start", type=_month_arg, default=None, help="first month, YYYY-MM (default: CUSTOMER_ANALYTICS_START_MONTH)")
+    sample.add_argument("--months", type=_positive_int, default=12, help="number of months (default 12)")
+    sample.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same files (default 7)")
+    sample.add_argument("--bad-rate", type=_rate, default=0.01, help="share of bad records, 0–0.5 (default 0.01)")
+
+    run = commands.add_parser("materialize", help="materialize assets month by month through Dagster")
+    run.add_argument("--from", dest="first", type=_month_arg, default=None, help="first month, YYYY-MM (default: the first partition)")
+    run.add_argument("--to", dest="last", type=_month_arg, default=None, help="last month, YYYY-MM (default: the month in progress)")
+    run.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'raw_events' or 'group:ingestion' (default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=".*(beta|preview|superseded).*", category=Warning)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate-sample":
+            return _generate_sample(args)
+        if args.command == "materialize":
+            return _materialize(args)
+    except (UsageError, ConfigError) as error:
+        print(f"customer-analytics {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.error(f"unknown command {args.command!r}")
+    return EXIT_USAGE
+
+
+def _generate_sample(args) -> int:
+    from customer_analytics.sample_data import generate_sample
+
+    start = args.start or Settings.from_env().start_month
+    try:
+        summary = generate_sample(args.out, customers=args.customers, start=month_key(start), months=args.months,
+                                  seed=args.seed, bad_rate=args.bad_rate)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(summary.to_text())
+    return 0
+
+
+def _dagster_instance():
+    """The instance in DAGSTER_HOME; without one, a local instance in ./dagster_home."""
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        home = Path(LOCAL_DAGSTER_HOME).resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "dagster.yaml").exists():
+            (home / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML)
+        os.environ["DAGSTER_HOME"] = str(home)
+        print(f"DAGSTER_HOME not set: recording runs in {home} (open them with `dagster dev`, see the README)")
+    return dg.DagsterInstance.get()
+
+
+def _materialize(args) -> int:
+    import dagster as dg
+
+    from customer_analytics.definitions import customer_analytics_job, defs
+    from customer_analytics.partitions import monthly_partitions
+
+    keys = monthly_partitions.get_partition_keys()
+    first = args.first or parse_month(keys[0])
+    last = args.last or parse_month(keys[-1])
+    if last < first:
+        raise UsageError(f"--to {month_key(last)} is before --from {month_key(first)}: give --to the same month or a later one")
+    for label, month in (("--from", first), ("--to", last)):
+        if month_key(month) not in keys:
+            raise UsageError(f"{label} {month_key(month)} is not a partition: valid months are {keys[0]} … {keys[-1]}")
+
+    graph = defs.resolve_asset_graph()
+    valid = ", ".join(sorted(key.to_user_string() for key in graph.materializable_asset_keys))
+    try:
+        selected = dg.AssetSelection.from_string(args.select).resolve(graph)
+    except Exception:  # Dagster raises several types for unknown keys or bad syntax
+        selected = set()
+    if not selected:
+        raise UsageError(
+            f"--select {args.select!r} matches no asset: use Dagster selection syntax (e.g. 'raw_events', "
+            f"'raw_events+', 'group:ingestion'); assets are: {valid}"
+        )
+
+    from customer_analytics.resources.warehouse import Warehouse, WarehouseUnavailable
+
+    settings = Settings.from_env()
+    try:
+        target = Warehouse(settings.db_url, settings.db_schema)
+        target.check_connection()
+    except WarehouseUnavailable as error:
+        raise UsageError(f"{error}; set CUSTOMER_ANALYTICS_DB_URL to a reachable database") from None
+    print(f"warehouse: {target.describe()}")
+
+    instance = _dagster_instance()
+    job = defs.resolve_job_def(customer_analytics_job.name)
+    partitioned = sorted((k for k in selected if graph.get(k).is_partitioned), key=lambda k: k.to_user_string())
+    unpartitioned = sorted((k for k in selected if not graph.get(k).is_partitioned), key=lambda k: k.to_user_string())
+    plan: list[tuple[str | None, list]] = []
+    if unpartitioned:
+        plan.append((None, unpartitioned))
+    month = first
+    while partitioned and month <= last:
+        plan.append((month_key(month), partitioned))
+        month = add_months(month, 1)
+
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    rows = []
+    for partition, asset_keys in plan:
+        label = partition or "(unpartitioned)"
+        started = time.perf_counter()
+        result = job.execute_in_process(
+            partition_key=partition, asset_selection=asset_keys, instance=instance, run_config=quiet,
+            raise_on_error=False, tags={"trigger": "cli", **({"partition": partition} if partition else {})},
+        )
+        seconds = time.perf_counter() - started
+        failed_checks = [
+            f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            for evaluation in _check_evaluations(result)
+            if not evaluation.passed
+        ]
+        status = "ok" if result.success else "FAILED"
+        rows.append((label, status, seconds, len(asset_keys), result.run_id, failed_checks))
+        note = f"  failed checks: {', '.join(failed_checks)}" if failed_checks else ""
+        print(f"{label:<16} {status:<6} {seconds:7.1f} s  {len(asset_keys)} assets  run {result.run_id[:8]}{note}", flush=True)
+        if not result.success:
+            for event in result.all_events:
+                if event.is_failure and event.event_specific_data is not None and getattr(event.event_specific_data, "error", None):
+                    print(f"    {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
+
+    _print_summary(rows)
+    return 1 if any(status != "ok" for _l, status, *_ in rows) else 0
+
+
+def _check_evaluations(result):
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            yield event.event_specific_data
+
+
+def _print_summary(rows) -> None:
+    total = sum(seconds for _l, _s, seconds, *_ in rows)
+    failed = [label for label, status, *_ in rows if status != "ok"]
+    checks = sum(len(r[5]) for r in rows)
+    print()
+    print(f"{'partition':<16} {'status':<6} {'seconds':>8}  run")
+    for label, status, seconds, _n, run_id, _c in rows:
+        print(f"{label:<16} {status:<6} {seconds:8.1f}  {run_id}")
+    print(f"{len(rows)} runs, {len(failed)} failed, {checks} failed checks, {total:.1f} s in all")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Shared fixtures: warehouses on SQLite and on a real PostgreSQL, and small landing folders.
+
+PostgreSQL tests use CUSTOMER_ANALYTICS_TEST_PG_URL (the README's test command sets it to the
+local server). Without it they skip with that reason, except under CI=true, where a missing
+or unreachable server fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from customer_analytics.resources.warehouse import Warehouse, WarehouseUnavailable
+
+PG_URL = os.environ.get("CUSTOMER_ANALYTICS_TEST_PG_URL")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _postgres_or_skip() -> str:
+    if not PG_URL:
+        message = "CUSTOMER_ANALYTICS_TEST_PG_URL is not set: PostgreSQL tests need a server"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: this is a failure, not a skip)")
+        pytest.skip(message)
+    return PG_URL
+
+
+@pytest.fixture
+def pg_url() -> str:
+    return _postgres_or_skip()
+
+
+def _fresh_postgres(url: str):
+    schema = f"ca_test_{uuid.uuid4().hex[:10]}"
+    warehouse = Warehouse(url, schema)
+    try:
+        warehouse.check_connection()
+    except WarehouseUnavailable as error:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL unreachable under CI=true: {error}")
+        pytest.skip(f"PostgreSQL unreachable: {error}")
+    return warehouse, schema
+
+
+def _drop_schema(warehouse: Warehouse, schema: str) -> None:
+    with warehouse.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    warehouse.engine.dispose()
+
+
+@pytest.fixture
+def pg_warehouse():
+    warehouse, schema = _fresh_postgres(_postgres_or_skip())
+    yield warehouse
+    _drop_schema(warehouse, schema)
+
+
+@pytest.fixture
+def sqlite_warehouse(tmp_path):
+    warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    yield warehouse
+    warehouse.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse(request, tmp_path):
+    """The same test on the embedded SQLite warehouse and on PostgreSQL."""
+    if request.param == "sqlite":
+        warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
+        yield warehouse
+        warehouse.engine.dispose()
+    else:
+        warehouse, schema = _fresh_postgres(_postgres_or_skip())
+        yield warehouse
+        _drop_schema(warehouse, schema)

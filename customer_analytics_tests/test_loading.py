@@ -1,0 +1,188 @@
+"""Landing folder → warehouse, on SQLite and PostgreSQL: rows, quarantine, duplicates, reruns, manifest."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+from datetime import date, datetime, timezone
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from customer_analytics import loading
+from customer_analytics.loading import load_events_month, load_profiles
+from customer_analytics.resources.tables import customer_profiles, raw_events, rejected_events
+from customer_analytics_tests.landing_builder import event, write_csv, write_ndjson
+
+JAN, FEB, MAR = date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1)
+
+
+def load(warehouse, landing, month, **kwargs):
+    return load_events_month(warehouse, str(landing), month, first_month=JAN, last_month=MAR, run_id="test", **kwargs)
+
+
+def events_of(warehouse, month=None) -> pd.DataFrame:
+    query = select(raw_events).order_by(raw_events.c.event_id)
+    if month:
+        query = query.where(raw_events.c.event_month == month)
+    return warehouse.read_frame(query)
+
+
+def rejections(warehouse) -> pd.DataFrame:
+    return warehouse.read_frame(select(rejected_events).order_by(rejected_events.c.source_file, rejected_events.c.record_number))
+
+
+@pytest.fixture
+def landing(tmp_path):
+    root = tmp_path / "landing"
+    write_ndjson(root / "events" / "2025-01.ndjson", [
+        event("e1", "c1", "2025-01-10 10:00:00", price=10.5, quantity=2),
+        "",
+        event("e2", "c2", "2025-01-31T23:30:00-01:00", event_type="page_view", price=None, quantity=None),  # February in UTC
+        event("e3", "c1", "2025-01-11 10:00:00", price="abc"),
+        '{"event_id": "e4", broken',
+        event("e1", "c1", "2025-01-10 10:00:00", price=10.5, quantity=2),  # the same event again
+        event("e5", "c1", "2019-06-01 10:00:00", price=3),
+    ])
+    write_ndjson(root / "events" / "2025-02.jsonl.gz", [
+        event("e1", "c1", "2025-01-10 10:00:00", price=99.0, quantity=2),  # same id, other contents
+        event("e6", "c3", "2025-02-03T10:00:00Z", price=4.0, quantity=None),
+        event("e7", "c3", "2025-02-04 10:00:00", price=1.0, quantity=-1),
+    ], gz=True)
+    write_csv(root / "transactions" / "legacy.csv", ["customer_id", "transaction_date", "transaction_amount"], [
+        ["c1", "2025-01-05", "5.25"], ["c1", "2025-01-05", "5.25"], ["c2", "bad date", "1"], ["c4", "2025-02-07 08:00:00", "-3"],
+    ])
+    return root
+
+
+def test_a_month_loads_exactly_its_valid_first_deliveries(warehouse, landing):
+    report = load(warehouse, landing, JAN)
+    stored = events_of(warehouse)
+    assert sorted(stored["event_id"]) == sorted(["e1", "txn-" + _digest("transactions/legacy.csv") + "-2", "txn-" + _digest("transactions/legacy.csv") + "-3"])
+    e1 = stored.set_index("event_id").loc["e1"]
+    assert (e1["price"], e1["quantity"], e1["revenue"]) == (10.5, 2, 21.0)
+    assert e1["source_file"] == "events/2025-01.ndjson" and e1["source_record"] == 1
+    legacy = stored[stored["source"] == "transactions"]
+    assert legacy["revenue"].tolist() == [5.25, 5.25], "identical legacy rows are two purchases"
+    assert report.loaded == 3 and report.duplicates == 1
+    assert report.records_read == report.loaded + report.rejected + report.duplicates
+
+
+def test_rejections_say_why_and_where(warehouse, landing):
+    load(warehouse, landing, JAN)
+    rejected = rejections(warehouse).set_index(["source_file", "record_number"])["reason"]
+    assert "not a number" in rejected[("events/2025-01.ndjson", 4)]
+    assert "malformed JSON" in rejected[("events/2025-01.ndjson", 5)]
+    assert "before the first month partition 2025-01" in rejected[("events/2025-01.ndjson", 7)]
+    assert "already delivered with different contents" in rejected[("events/2025-02.jsonl.gz", 1)]
+    assert "events/2025-01.ndjson, record 1" in rejected[("events/2025-02.jsonl.gz", 1)]
+    assert "unparsable transaction_date" in rejected[("transactions/legacy.csv", 4)]
+    raw = rejections(warehouse).set_index("record_number")["raw_record"]
+    assert raw.loc[5] == '{"event_id": "e4", broken'
+
+
+def test_offsets_decide_the_month_in_utc(warehouse, landing):
+    load(warehouse, landing, FEB)
+    feb = events_of(warehouse, FEB).set_index("event_id")
+    assert set(feb.index) == {"e2", "e6"}
+    assert pd.Timestamp(feb.loc["e2", "event_timestamp"]).strftime("%Y-%m-%d %H:%M") == "2025-02-01 00:30"
+    assert feb.loc["e6", "quantity"] == 1 and feb.loc["e6", "revenue"] == 4.0, "a purchase without quantity bought one"
+    reasons = rejections(warehouse).set_index(["source_file", "record_number"])["reason"]
+    assert "negative quantity" in reasons[("events/2025-02.jsonl.gz", 3)]
+    assert "negative transaction_amount" in reasons[("transactions/legacy.csv", 5)]
+
+
+def test_rerunning_a_month_gives_identical_rows(warehouse, landing):
+    load(warehouse, landing, JAN)
+    load(warehouse, landing, FEB)
+    first_events, first_rejections = events_of(warehouse), rejections(warehouse)
+    load(warehouse, landing, JAN)
+    load(warehouse, landing, JAN)
+    again_events, again_rejections = events_of(warehouse), rejections(warehouse)
+    pd.testing.assert_frame_equal(first_events.drop(columns=["ingested_at"]), again_events.drop(columns=["ingested_at"]))
+    keep = ["source_file", "record_number", "reason", "raw_record", "event_month"]
+    pd.testing.assert_frame_equal(first_rejections[keep].reset_index(drop=True), again_rejections[keep].reset_index(drop=True))
+
+
+def test_records_without_a_month_are_quarantined_once_whatever_months_run(warehouse, landing):
+    for month in (JAN, FEB, MAR, JAN):
+        load(warehouse, landing, month)
+    rejected = rejections(warehouse)
+    assert not rejected.duplicated(["source_file", "record_number"]).any()
+    assert (rejected["record_number"] == 5).sum() == 2  # the malformed line, and the legacy -3 amount
+
+
+def test_counts_reconcile_with_the_files(warehouse, landing):
+    reports = [load(warehouse, landing, month) for month in (JAN, FEB, MAR)]
+    # 7 + 3 event records and 4 legacy rows; each month sees every file (no manifest yet for the first).
+    for report in reports:
+        assert report.records_read == report.loaded + report.rejected + report.duplicates
+    stored = len(events_of(warehouse))
+    assert stored == sum(r.loaded for r in reports) == 5
+
+
+def test_the_manifest_skips_files_without_the_month_and_rereads_changed_ones(warehouse, landing):
+    load(warehouse, landing, JAN)
+    again = load(warehouse, landing, MAR)
+    assert again.files_skipped == 3 and again.files_read == []  # nothing in the landing folder holds March
+    path = landing / "events" / "2025-01.ndjson"
+    with path.open("a") as handle:
+        handle.write('{"event_id": "e9", "customer_id": "c9", "event_type": "purchase", "event_timestamp": "2025-03-02 00:00:00", "price": 2}\n')
+    later = load(warehouse, landing, MAR)
+    assert later.files_read == ["events/2025-01.ndjson"] and later.loaded == 1
+
+
+def test_an_unreadable_file_is_reported_and_the_others_still_load(warehouse, landing):
+    (landing / "events" / "broken.ndjson.gz").write_bytes(b"definitely not gzip")
+    (landing / "events" / "notes.xlsx").write_bytes(b"x")
+    report = load(warehouse, landing, JAN)
+    assert set(report.unreadable_files) == {"events/broken.ndjson.gz", "events/notes.xlsx"}
+    assert report.loaded == 3
+    files = rejections(warehouse).query("record_number == 0")
+    assert set(files["source_file"]) == {"events/broken.ndjson.gz", "events/notes.xlsx"}
+    assert files["reason"].str.contains("could not be read").all()
+
+
+def test_a_file_that_breaks_part_way_loads_nothing_from_it(warehouse, landing, monkeypatch):
+    lines = b"".join(
+        f'{{"event_id": "t{i}", "customer_id": "c1", "event_type": "purchase", "event_timestamp": "2025-01-12 10:00:00", "price": 1}}\n'.encode()
+        for i in range(5000)
+    )
+    payload = gzip.compress(lines, mtime=0)
+    (landing / "events" / "truncated.ndjson.gz").write_bytes(payload[: len(payload) - 40])
+    # Small chunks: the first ones are staged before the damage is found, so the load must restart.
+    monkeypatch.setattr(loading, "read_records", functools.partial(loading.read_records, chunk_bytes=4096))
+    report = load(warehouse, landing, JAN)
+    assert "events/truncated.ndjson.gz" in report.unreadable_files
+    assert not events_of(warehouse)["event_id"].str.match(r"t\d+$").any()
+    assert report.loaded == 3 and report.records_read == report.loaded + report.rejected + report.duplicates
+
+
+def test_profiles_merge_latest_values_and_quarantine_bad_rows(warehouse, tmp_path):
+    root = tmp_path / "landing"
+    header = ["customer_id", "email", "first_name", "last_name", "age", "gender", "city", "country", "signup_date", "last_login"]
+    write_csv(root / "profiles" / "a.csv", header, [
+        ["c1", "old@x.io", "Ann", "Lee", "30", "f", "Paris", "FR", "2024-01-01", "2025-01-01 10:00:00"],
+        ["c1", "new@x.io", "Ann", "Lee", "31", "f", "Lyon", "FR", "2024-01-01", "2025-02-01 10:00:00"],
+        ["", "x@y.io", "", "", "", "", "", "", "", ""],
+        ["c2", "b@x.io", "Bo", "Ng", "abc", "m", "Rome", "IT", "2024-02-01", ""],
+        ["c3", "c@x.io", "Cy", "Di", "44", "m", "Oslo", "NO", "2024-03-01", "2024-12-01 09:00:00"],
+    ])
+    write_ndjson(root / "profiles" / "b_demographics.ndjson", [{"customer_id": "c3", "age": 45, "location": "Oslo area"},
+                                                              {"customer_id": "c4", "age": 22, "location": "Bergen"}])
+    report = load_profiles(warehouse, str(root))
+    profiles = warehouse.read_frame(select(customer_profiles).order_by(customer_profiles.c.customer_id)).set_index("customer_id")
+    assert list(profiles.index) == ["c1", "c3", "c4"]
+    assert profiles.loc["c1", "email"] == "new@x.io" and profiles.loc["c1", "city"] == "Lyon"
+    assert profiles.loc["c3", "location"] == "Oslo area" and profiles.loc["c3", "age"] == 44  # the profile has a later login
+    assert profiles.loc["c4", "age"] == 22
+    assert report.rejected == 2 and report.loaded == 5
+    reasons = rejections(warehouse).set_index(["source_file", "record_number"])["reason"]
+    assert "missing customer_id" in reasons[("profiles/a.csv", 4)] and "age 'abc' is not a number" in reasons[("profiles/a.csv", 5)]
+
+
+def _digest(name: str) -> str:
+    from customer_analytics.transforms.events import transaction_file_digest
+
+    return transaction_file_digest(name)

@@ -1,0 +1,133 @@
+"""The warehouse: table creation, bulk loads and atomic replacement, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from customer_analytics.config import ConfigError, redact_url
+from customer_analytics.resources.tables import customer_profiles, raw_events
+from customer_analytics.resources.warehouse import Warehouse, WarehouseUnavailable
+
+
+def _events(month: str, ids: list[str], **overrides) -> pd.DataFrame:
+    stamps = pd.Series(pd.to_datetime([f"{month}-15 10:00:00"] * len(ids), utc=True))
+    frame = pd.DataFrame({
+        "event_id": ids, "customer_id": "c1", "event_type": "purchase", "event_timestamp": stamps,
+        "event_month": pd.Timestamp(f"{month}-01"), "event_date": pd.Timestamp(f"{month}-15"),
+        "price": 1.25, "quantity": 2, "revenue": 2.5, "source": "events", "source_file": "events/a.ndjson",
+        "source_record": range(1, len(ids) + 1), "ingested_at": pd.Timestamp("2026-01-01", tz="UTC"),
+    })
+    for name, value in overrides.items():
+        frame[name] = value
+    return frame
+
+
+def _replace_month(warehouse: Warehouse, month: str, frame: pd.DataFrame) -> None:
+    with warehouse.replace(lock_name=f"raw_events/{month}") as replacement:
+        replacement.replace_partition(raw_events, date.fromisoformat(f"{month}-01"))
+        replacement.append(raw_events, frame)
+
+
+def _counts(warehouse: Warehouse) -> dict:
+    frame = warehouse.read_frame(select(raw_events.c.event_month, func.count()).group_by(raw_events.c.event_month))
+    return {str(month): count for month, count in frame.itertuples(index=False)}
+
+
+def test_replacing_a_month_leaves_other_months_alone(warehouse):
+    _replace_month(warehouse, "2025-01", _events("2025-01", ["a", "b", "c"]))
+    _replace_month(warehouse, "2025-02", _events("2025-02", ["d"]))
+    _replace_month(warehouse, "2025-01", _events("2025-01", ["x", "y"]))
+    assert _counts(warehouse) == {"2025-01-01": 2, "2025-02-01": 1}
+    ids = set(warehouse.read_frame(select(raw_events.c.event_id))["event_id"])
+    assert ids == {"x", "y", "d"}
+
+
+def test_a_crash_part_way_leaves_the_previous_contents(warehouse):
+    _replace_month(warehouse, "2025-01", _events("2025-01", ["a", "b"]))
+    with pytest.raises(RuntimeError, match="boom"):
+        with warehouse.replace(lock_name="raw_events/2025-01") as replacement:
+            replacement.replace_partition(raw_events, date(2025, 1, 1))
+            replacement.append(raw_events, _events("2025-01", ["x", "y", "z"]))
+            raise RuntimeError("boom")
+    assert _counts(warehouse) == {"2025-01-01": 2}
+    # The staging tables are gone too: a second replacement works normally.
+    _replace_month(warehouse, "2025-01", _events("2025-01", ["p"]))
+    assert _counts(warehouse) == {"2025-01-01": 1}
+
+
+@pytest.mark.postgres
+def test_rows_a_month_does_not_hold_are_refused_before_publishing(pg_warehouse):
+    # A March row staged as January must never become visible: ATTACH PARTITION validates it.
+    warehouse = pg_warehouse
+    _replace_month(warehouse, "2025-01", _events("2025-01", ["a"]))
+    wrong = _events("2025-03", ["m"])
+    with pytest.raises(Exception):
+        _replace_month(warehouse, "2025-01", wrong)
+    assert _counts(warehouse) == {"2025-01-01": 1}
+
+
+def test_text_survives_the_bulk_load_exactly(warehouse):
+    awkward = ['comma, "quotes"', "new\nline", "tab\tand back\\slash", "ünïcødé ✓", "", None]
+    frame = _events("2025-01", [f"e{i}" for i in range(len(awkward))], page_url=awkward)
+    _replace_month(warehouse, "2025-01", frame)
+    stored = warehouse.read_frame(select(raw_events.c.event_id, raw_events.c.page_url).order_by(raw_events.c.event_id))
+    got = [None if pd.isna(v) else v for v in stored["page_url"]]
+    # An empty string is stored as NULL only if the loader made it so; the warehouse keeps it.
+    assert got == awkward
+
+
+def test_money_and_timestamps_round_trip(warehouse):
+    frame = _events("2025-01", ["a"], price=0.1, revenue=0.30000000000000004,
+                    event_timestamp=pd.Series(pd.to_datetime(["2025-01-31 23:59:59.123456"], utc=True)))
+    _replace_month(warehouse, "2025-01", frame)
+    row = warehouse.read_frame(select(raw_events)).iloc[0]
+    assert row["price"] == 0.1 and row["revenue"] == 0.30000000000000004
+    stamp = pd.Timestamp(row["event_timestamp"])
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    assert stamp == pd.Timestamp("2025-01-31 23:59:59.123456", tz="UTC")
+    assert str(row["event_month"]) == "2025-01-01" and str(row["event_date"]) == "2025-01-15"
+
+
+def test_whole_table_replacement(warehouse):
+    for names in (["c1", "c2", "c3"], ["c9"]):
+        with warehouse.replace(lock_name="customer_profiles") as replacement:
+            replacement.delete_where(customer_profiles, customer_profiles.c.customer_id.is_not(None))
+            replacement.append(customer_profiles, pd.DataFrame({"customer_id": names, "updated_at": pd.Timestamp("2026-01-01", tz="UTC")}))
+    assert list(warehouse.read_frame(select(customer_profiles.c.customer_id))["customer_id"]) == ["c9"]
+
+
+def test_ensure_tables_is_idempotent(warehouse):
+    warehouse.ensure_tables()
+    warehouse._tables_ready = False
+    warehouse.ensure_tables()
+    assert warehouse.scalar(select(func.count()).select_from(raw_events)) == 0
+
+
+@pytest.mark.postgres
+def test_postgres_tables_live_in_the_configured_schema(pg_warehouse):
+    pg_warehouse.ensure_tables()
+    tables = pg_warehouse.read_frame(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = :schema", {"schema": pg_warehouse.schema}
+    )["table_name"].tolist()
+    assert {"raw_events", "rejected_events", "customer_profiles", "landing_files"} <= set(tables)
+
+
+def test_bad_urls_are_refused_with_what_is_valid():
+    with pytest.raises(ConfigError, match="sqlite:///"):
+        Warehouse("mysql://u:p@h/db")
+    with pytest.raises(ConfigError, match="not a SQLAlchemy URL"):
+        Warehouse("not a url")
+    with pytest.raises(ConfigError, match="not a valid identifier"):
+        Warehouse("sqlite://", "bad schema; drop")
+
+
+def test_unreachable_database_message_hides_the_password():
+    warehouse = Warehouse("postgresql+psycopg://analyst:s3cret-pw@127.0.0.1:1/db")
+    with pytest.raises(WarehouseUnavailable) as raised:
+        warehouse.check_connection()
+    assert "s3cret-pw" not in str(raised.value) and "analyst:***@127.0.0.1" in str(raised.value)
+    assert "s3cret-pw" not in redact_url("postgresql://analyst:s3cret-pw@host/db")
