@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="first", type=_month_arg, default=None, help="first month, YYYY-MM (default: the first partition)")
     run.add_argument("--to", dest="last", type=_month_arg, default=None, help="last month, YYYY-MM (default: the month in progress)")
     run.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'raw_events' or 'group:ingestion' (default: all)")
+
+    commands.add_parser("init-instance", help="create a local Dagster instance in DAGSTER_HOME (default ./dagster_home)")
     return parser
 
 
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             return _generate_sample(args)
         if args.command == "materialize":
             return _materialize(args)
+        if args.command == "init-instance":
+            print(f"Dagster instance: {ensure_dagster_home()}")
+            return 0
     except (UsageError, ConfigError) as error:
         print(f"customer-analytics {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -110,18 +115,16 @@ def _generate_sample(args) -> int:
     return 0
 
 
-def _dagster_instance():
-    """The instance in DAGSTER_HOME; without one, a local instance in ./dagster_home."""
-    import dagster as dg
-
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to ./dagster_home; a local instance YAML is written if it has none."""
+    home = Path(os.environ.get("DAGSTER_HOME") or LOCAL_DAGSTER_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML)
     if not os.environ.get("DAGSTER_HOME"):
-        home = Path(LOCAL_DAGSTER_HOME).resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        if not (home / "dagster.yaml").exists():
-            (home / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML)
-        os.environ["DAGSTER_HOME"] = str(home)
-        print(f"DAGSTER_HOME not set: recording runs in {home} (open them with `dagster dev`, see the README)")
-    return dg.DagsterInstance.get()
+        print(f"DAGSTER_HOME not set: recording runs in {home} (open them with `make dev`, see the README)")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
 
 
 def _materialize(args) -> int:
@@ -142,7 +145,8 @@ def _materialize(args) -> int:
     graph = defs.resolve_asset_graph()
     valid = ", ".join(sorted(key.to_user_string() for key in graph.materializable_asset_keys))
     try:
-        selected = dg.AssetSelection.from_string(args.select).resolve(graph)
+        # Assets written by one op together (raw_events and its quarantine) are selected together.
+        selected = dg.AssetSelection.from_string(args.select).required_multi_asset_neighbors().resolve(graph)
     except Exception:  # Dagster raises several types for unknown keys or bad syntax
         selected = set()
     if not selected:
@@ -161,7 +165,8 @@ def _materialize(args) -> int:
         raise UsageError(f"{error}; set CUSTOMER_ANALYTICS_DB_URL to a reachable database") from None
     print(f"warehouse: {target.describe()}")
 
-    instance = _dagster_instance()
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def(customer_analytics_job.name)
     partitioned = sorted((k for k in selected if graph.get(k).is_partitioned), key=lambda k: k.to_user_string())
     unpartitioned = sorted((k for k in selected if not graph.get(k).is_partitioned), key=lambda k: k.to_user_string())

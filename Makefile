@@ -1,0 +1,33 @@
+# The two commands the README promises, each from a fresh clone:
+#   make demo   set up, generate sample data, materialize every asset on the embedded SQLite warehouse
+#   make test   set up and run the test suite (PostgreSQL tests use the local server below)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CUSTOMER_ANALYTICS_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+export CUSTOMER_ANALYTICS_TEST_PG_URL
+SAMPLE_CUSTOMERS ?= 2000
+
+.PHONY: setup demo test dev clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/customer-analytics generate-sample --out $${CUSTOMER_ANALYTICS_LANDING_DIR:-data/landing} --customers $(SAMPLE_CUSTOMERS)
+	$(BIN)/customer-analytics materialize
+
+test: setup
+	$(BIN)/python -m pytest
+
+dev: setup
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} $(BIN)/customer-analytics init-instance
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf data dagster_home
