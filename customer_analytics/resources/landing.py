@@ -218,9 +218,12 @@ def _line_spans(block: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     newlines = np.flatnonzero(data == 10)
     ends = newlines if block.endswith(b"\n") else np.append(newlines, len(data))
     starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else np.empty(0, np.int64)
-    blank_byte = (data == 32) | (data == 9) | (data == 13) | (data == 10)
-    filled = np.concatenate(([0], np.cumsum(~blank_byte, dtype=np.int64)))
-    nonblank = (filled[ends] - filled[starts]) > 0
+    nonblank = ends > starts
+    # Only a line that starts with whitespace can be blank: check those few one by one.
+    first = data[np.minimum(starts, max(len(data) - 1, 0))] if len(data) else np.empty(0, np.uint8)
+    suspects = np.flatnonzero(nonblank & ((first == 32) | (first == 9) | (first == 13)))
+    for line in suspects:
+        nonblank[line] = bool(block[starts[line] : ends[line]].strip())
     return starts, ends, nonblank
 
 

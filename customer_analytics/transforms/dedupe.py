@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 CONTENT_COLUMNS = (
     "customer_id", "event_type", "event_timestamp", "session_id", "page_url", "product_id",
@@ -28,8 +30,18 @@ def id_hashes(ids: pd.Series) -> np.ndarray:
 
 
 def content_hashes(frame: pd.DataFrame) -> np.ndarray:
-    columns = [c for c in CONTENT_COLUMNS if c in frame.columns]
-    return pd.util.hash_pandas_object(frame[columns].astype(object), index=False).to_numpy()
+    """One hash per row of the fields that make an event what it is (joined by pyarrow, hashed once)."""
+    texts = []
+    for name in CONTENT_COLUMNS:
+        if name not in frame.columns:
+            continue
+        column = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(column):
+            # Microseconds since the epoch (UTC); NaT hashes as its sentinel value, consistently.
+            column = pd.Series(column.to_numpy("datetime64[us]").astype(np.int64), index=column.index)
+        texts.append(pc.cast(pa.array(column, from_pandas=True), pa.string()))
+    joined = pc.binary_join_element_wise(*texts, "\x1f", null_handling="replace", null_replacement="\x00")
+    return pd.util.hash_array(np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
 
 
 @dataclass

@@ -20,12 +20,18 @@ class Reasons:
     def __init__(self, index: pd.Index):
         self.values = pd.Series(None, index=index, dtype=object)
 
-    def add(self, mask: pd.Series | np.ndarray, message: str | pd.Series) -> None:
+    def add(self, mask: pd.Series | np.ndarray, message) -> None:
+        """Record `message` for the rows in `mask`: a string, a Series, or a function of the rows' index.
+
+        A function is called only when some row is flagged, so good chunks never format values.
+        """
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
         rows = self.values.index[mask]
-        text = pd.Series(message, index=rows) if isinstance(message, str) else message.loc[rows].astype(str)
+        if callable(message):
+            message = message(rows)
+        text = pd.Series(message, index=rows) if isinstance(message, str) else pd.Series(message, index=rows).astype(str)
         current = self.values.loc[rows]
         self.values.loc[rows] = np.where(current.isna(), text, current.astype(str) + "; " + text)
 
@@ -34,9 +40,32 @@ class Reasons:
         return self.values.notna()
 
 
-def shown(values: pd.Series) -> pd.Series:
-    """Values as a person would recognise them in a message: quoted, shortened."""
-    return values.map(lambda v: repr(v if not isinstance(v, str) or len(v) <= 60 else v[:57] + "..."))
+def shown(values: pd.Series):
+    """A function of rows giving their values as a person would recognise them: quoted, shortened."""
+
+    def render(rows: pd.Index) -> pd.Series:
+        return values.loc[rows].map(lambda v: repr(v if not isinstance(v, str) or len(v) <= 60 else v[:57] + "..."))
+
+    return _Message([render])
+
+
+class _Message:
+    """Text pieces and `shown` values, concatenated with +, formatted only for flagged rows."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    def __add__(self, other):
+        return _Message(self.parts + (other.parts if isinstance(other, _Message) else [other]))
+
+    def __radd__(self, other):
+        return _Message([other] + self.parts)
+
+    def __call__(self, rows: pd.Index) -> pd.Series:
+        out = pd.Series("", index=rows, dtype=object)
+        for part in self.parts:
+            out = out + (part(rows).astype(str) if callable(part) else part)
+        return out
 
 
 def _is_text_or_number(value) -> bool:
