@@ -55,6 +55,7 @@ class LoadReport:
     other_months: int = 0
     loaded: int = 0
     rejected: int = 0
+    rejected_without_month: int = 0  # part of `rejected`: no readable month, or outside the partitions
     duplicates: int = 0
     reasons: collections.Counter = field(default_factory=collections.Counter)
 
@@ -64,7 +65,9 @@ class LoadReport:
 
     @property
     def rejected_share(self) -> float:
-        return self.rejected / self.records_read if self.records_read else 0.0
+        """Share of the month's own records rejected (records with no month are not the month's)."""
+        own = self.records_read - self.rejected_without_month
+        return (self.rejected - self.rejected_without_month) / own if own else 0.0
 
     def check_reconciles(self) -> None:
         if self.records_read != self.loaded + self.rejected + self.duplicates:
@@ -96,10 +99,12 @@ class _RejectSink:
         self.report.unreadable_files[file.name] = reason
 
     def add(self, file: LandingFile, record_number: int, raw_record: str, reason: str, *,
-            event_month=None, event_id=None, customer_id=None) -> None:
+            event_month=None, event_id=None, customer_id=None, owned: bool = False) -> None:
+        """Quarantine one record; `owned` when it belongs to the month being loaded."""
         self._append(file.source, file.name, record_number, raw_record, reason,
                      event_month=event_month, event_id=event_id, customer_id=customer_id)
         self.report.rejected += 1
+        self.report.rejected_without_month += 0 if owned else 1
         self.report.reasons[_reason_kind(reason)] += 1
 
     def _append(self, source, source_file, record_number, raw_record, reason, *, event_month=None, event_id=None, customer_id=None):
@@ -114,15 +119,16 @@ class _RejectSink:
         if len(self.rows) >= 50_000:
             self.flush()
 
-    def add_frame(self, file: LandingFile, chunk: RecordChunk, rows: np.ndarray, validated: pd.DataFrame, reasons) -> None:
+    def add_frame(self, file: LandingFile, chunk: RecordChunk, rows: np.ndarray, validated: pd.DataFrame, reasons,
+                  owned: np.ndarray) -> None:
         if len(rows) == 0:
             return
         raws = chunk.raw_text(rows)
-        for position, raw, reason in zip(rows, raws, reasons):
+        for position, raw, reason, mine in zip(rows, raws, reasons, owned):
             self.add(file, chunk.record_numbers[position], raw, reason,
                      event_month=validated["event_month"].iat[position],
                      event_id=validated["event_id"].iat[position],
-                     customer_id=validated["customer_id"].iat[position])
+                     customer_id=validated["customer_id"].iat[position], owned=bool(mine))
 
     def flush(self) -> None:
         if self.rows:
@@ -253,7 +259,7 @@ def _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, 
     combined = reasons.where(~out_of_range, reasons.fillna("").where(reasons.isna(), reasons + "; ") + range_reason)
     for_rejection = (mine & invalid) | ~has_month | out_of_range
     rows = np.flatnonzero(for_rejection)
-    rejects.add_frame(file, chunk, rows, validated, combined.iloc[rows])
+    rejects.add_frame(file, chunk, rows, validated, combined.iloc[rows], mine[rows])
 
     # Deliveries of any in-range month take part in "first delivery wins"; this month's are loaded.
     candidates = np.flatnonzero(in_range & ~invalid)
@@ -273,7 +279,7 @@ def _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, 
                 f"event_id {batch['event_id'].iat[position]!r} was already delivered with different contents "
                 f"({files[first_file].name}, record {first_record}); the first delivery is kept"
             )
-        rejects.add_frame(file, chunk, candidates[conflicts], validated, messages)
+        rejects.add_frame(file, chunk, candidates[conflicts], validated, messages, np.ones(len(conflicts), dtype=bool))
     keep = candidates[(status == 0) & batch_mine]
     if len(keep) == 0:
         return

@@ -40,6 +40,7 @@ def _load_metadata(report: LoadReport) -> dict:
         "records_read": report.records_read,
         "rows_loaded": report.loaded,
         "rows_rejected": report.rejected,
+        "rejected_without_month": report.rejected_without_month,
         "duplicates": report.duplicates,
         "records_in_other_months": report.other_months,
         "rejected_share": round(report.rejected_share, 6),
@@ -74,7 +75,8 @@ def _readable_check(asset: str, report: LoadReport) -> dg.AssetCheckResult:
         dg.AssetCheckSpec("landing_files_readable", asset="raw_events",
                           description="Fails when a landing file cannot be read at all (its records are missing)."),
         dg.AssetCheckSpec("rejected_share_below_threshold", asset="raw_events",
-                          description=f"Warns when more than {MAX_REJECTED_SHARE:.0%} of a month's records are rejected."),
+                          description=f"Warns when more than {MAX_REJECTED_SHARE:.0%} of a month's own records are rejected "
+                          "(records without a readable month are reported apart, as rejected_without_month)."),
         dg.AssetCheckSpec("records_reconcile", asset="raw_events",
                           description="records read = loaded + rejected + duplicates."),
     ],

@@ -59,8 +59,18 @@ def test_raw_events_materialization_reports_its_counts(warehouse, landing):
     assert raw["records_read"].value == 4
     assert "e1" in raw["preview"].value
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"landing_files_readable": True, "rejected_share_below_threshold": False, "records_reconcile": True}
+    # The only rejected record (a malformed line) has no month: it is not January's share.
+    assert checks == {"landing_files_readable": True, "rejected_share_below_threshold": True, "records_reconcile": True}
+    assert raw["rejected_without_month"].value == 1
     assert warehouse.scalar(select(func.count()).select_from(raw_events)) == 2
+
+
+def test_a_month_with_many_bad_records_warns(warehouse, landing):
+    write_ndjson(landing / "events" / "jan-bad.ndjson", [event(f"b{i}", "c1", "2025-01-20 10:00:00", price=-1) for i in range(3)])
+    result = _materialize(warehouse, landing, ["raw_events", "rejected_events"])
+    share = [c for c in result.get_asset_check_evaluations() if c.check_name == "rejected_share_below_threshold"][0]
+    assert not share.passed and share.severity == dg.AssetCheckSeverity.WARN
+    assert share.metadata["rejected_share"].value == 0.5  # 3 of January's 6 records: e1, e2, e1 again, 3 bad
 
 
 def test_an_unreadable_landing_file_fails_its_check_loudly(warehouse, landing):
