@@ -1,8 +1,8 @@
 """The landing folder: which files are there, and their records, read in bounded chunks.
 
 Layout: `events/`, `transactions/` and `profiles/` (searched recursively), each holding
-`.ndjson`, `.jsonl`, `.csv` or `.parquet` files, optionally gzipped (`.gz`). Files whose
-name starts with a dot are in-flight uploads by convention and are ignored.
+`.ndjson`, `.jsonl`, `.csv` or `.parquet` files, optionally gzipped (`.gz`). Files and
+folders whose name starts with a dot are in-flight uploads by convention and are ignored.
 
 Record numbers, used in `raw_events.source_record` and `rejected_events.record_number`, are
 the 1-based line number where the record starts for NDJSON and CSV (so `sed -n Np` shows
@@ -20,6 +20,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -30,8 +31,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
+
+from customer_analytics.transforms.fields import JsonNonFinite
 
 SOURCES = ("events", "transactions", "profiles")
 FORMATS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".csv": "csv", ".parquet": "parquet"}
@@ -115,10 +119,11 @@ def list_files(landing_dir: str | Path, source: str) -> list[LandingFile]:
         return []
     found = []
     for path in folder.rglob("*"):
-        if path.name.startswith(".") or not path.is_file():
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
             continue
         stat = path.stat()
-        found.append(LandingFile(path, path.relative_to(root).as_posix(), source, stat.st_size, stat.st_mtime_ns))
+        found.append(LandingFile(path, relative.as_posix(), source, stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda f: f.name)
 
 
@@ -227,6 +232,16 @@ def _line_spans(block: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return starts, ends, nonblank
 
 
+def _all_objects(block: bytes, starts: np.ndarray, ends: np.ndarray) -> bool:
+    """Whether every line starts with `{` (after whitespace): pyarrow crashes on a bare `null` line."""
+    if not len(starts):
+        return True
+    data = np.frombuffer(block, dtype=np.uint8)
+    if (data[starts] == ord("{")).all():
+        return True
+    return all(block[a:b].lstrip()[:1] == b"{" for a, b in zip(starts, ends))
+
+
 def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> RecordChunk:
     starts, ends, nonblank = _line_spans(block)
     lines = np.flatnonzero(nonblank)
@@ -236,10 +251,20 @@ def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> RecordChun
     def raw_text(rows: np.ndarray) -> list[str]:
         return [clip_raw(block[starts[i] : ends[i]].decode("utf-8", "backslashreplace").rstrip("\r")) for i in rows]
 
-    fields = _ndjson_fast(block, source, len(lines))
+    fields = None
+    if _all_objects(block, starts, ends) and _is_utf8(block):
+        fields = _ndjson_fast(block, source, len(lines))
     if fields is not None:
         return RecordChunk(fields, record_numbers, raw_text, records=len(lines))
     return _ndjson_slow(block, starts, ends, record_numbers, source, raw_text)
+
+
+def _is_utf8(block: bytes) -> bool:
+    try:
+        block.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _ndjson_fast(block: bytes, source: str, expected_rows: int) -> pd.DataFrame | None:
@@ -265,6 +290,8 @@ def _ndjson_fast(block: bytes, source: str, expected_rows: int) -> pd.DataFrame 
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
                 or pa.types.is_string(column.type) or pa.types.is_null(column.type)):
             return None  # booleans, objects, arrays: the exact reader explains them per record
+        if pa.types.is_floating(column.type) and pc.any(pc.invert(pc.is_finite(column.fill_null(0.0)))).as_py():
+            return None  # NaN / Infinity literals: pandas would take them for absent values
         columns[name] = column
     frame = pa.table(columns).to_pandas()
     return frame
@@ -295,9 +322,10 @@ def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> Recor
         records.append(value)
         kept.append(index)
     wanted = TEXT_FIELDS[source] + NUMBER_FIELDS[source]
-    fields = pd.DataFrame.from_records(
-        [{name: record.get(name) for name in wanted} for record in records], columns=list(wanted)
-    ).astype(object)
+    # Object columns built directly keep an absent value as None, apart from a JSON NaN literal.
+    fields = pd.DataFrame(
+        {name: pd.Series([_delivered(record.get(name)) for record in records], dtype=object) for name in wanted}
+    )
     kept_array = np.asarray(kept, dtype=np.int64)
 
     def kept_raw(rows: np.ndarray) -> list[str]:
@@ -306,24 +334,55 @@ def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> Recor
     return RecordChunk(fields, record_numbers[kept_array], kept_raw, errors, records=len(starts))
 
 
+def _delivered(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return JsonNonFinite("NaN" if value != value else ("Infinity" if value > 0 else "-Infinity"))
+    return value
+
+
 def _json_kind(value) -> str:
     return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
 # -- CSV ---------------------------------------------------------------------------------
+class _LineTap:
+    """Iterates a text stream's lines for `csv.reader`, keeping those of the record being read."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.lines: list[str] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.stream)
+        self.lines.append(line)
+        return line
+
+    def take(self) -> str:
+        text = "".join(self.lines)
+        self.lines = []
+        return text.rstrip("\r\n")
+
+
 def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
     csv.field_size_limit(MAX_RECORD_BYTES)
     text_stream = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text_stream)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return  # an empty file holds no records
-    except csv.Error as error:
-        raise UnreadableFile(f"the CSV header cannot be read: {error}") from None
-    header = [name.strip() for name in header]
-    if not any(header):
-        raise UnreadableFile("the CSV file has no header row naming its columns")
+    tap = _LineTap(text_stream)
+    # strict: a stray or unclosed quote is an error, not a field swallowing the lines after it.
+    reader = csv.reader(tap, strict=True)
+    header = None
+    while header is None:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return  # empty, or blank lines only: no records
+        except csv.Error as error:
+            raise UnreadableFile(f"the CSV header cannot be read: {error}") from None
+        tap.take()
+        if row and any(value.strip() for value in row):
+            header = [name.strip() for name in row]
     rows: list[list[str]] = []
     numbers: list[int] = []
     raws: list[str] = []
@@ -339,16 +398,15 @@ def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
         except csv.Error as error:
             line = reader.line_num
             records += 1
-            errors.append(RecordError(start_line, "", f"malformed CSV: {error}"))
+            errors.append(RecordError(start_line, clip_raw(_decoded(tap.take())), f"malformed CSV: {error} (an unclosed or stray quote?)"))
             continue
         line = reader.line_num
+        raw = clip_raw(tap.take())
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         records += 1
-        raw = clip_raw(_csv_line(row))
         if any(_has_surrogates(value) for value in row):
-            errors.append(RecordError(start_line, raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
-                                      "not valid UTF-8 text"))
+            errors.append(RecordError(start_line, _decoded(raw), "not valid UTF-8 text"))
         elif len(row) != len(header):
             errors.append(RecordError(start_line, raw, f"CSV row has {len(row)} fields, the header has {len(header)}"))
         else:
@@ -362,18 +420,17 @@ def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
         yield _csv_chunk(header, rows, numbers, raws, errors, records)
 
 
+def _decoded(text: str) -> str:
+    """Text read with surrogateescape, with undecodable bytes shown as \\x.. escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _has_surrogates(value: str) -> bool:
     try:
         value.encode("utf-8")
         return False
     except UnicodeEncodeError:
         return True
-
-
-def _csv_line(row: list[str]) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(row)
-    return out.getvalue()
 
 
 def _csv_chunk(header, rows, numbers, raws, errors, records) -> RecordChunk:
@@ -403,9 +460,7 @@ def _read_parquet(file: LandingFile, chunk_rows: int) -> Iterator[RecordChunk]:
     offset = 0
     try:
         for batch in parquet.iter_batches(batch_size=chunk_rows):
-            keep = [name for name in batch.schema.names
-                    if not (pa.types.is_nested(batch.schema.field(name).type))]
-            frame = batch.select(keep).to_pandas() if keep else pd.DataFrame(index=range(batch.num_rows))
+            frame = _parquet_frame(batch)
             numbers = np.arange(offset + 1, offset + batch.num_rows + 1, dtype=np.int64)
             offset += batch.num_rows
 
@@ -415,6 +470,23 @@ def _read_parquet(file: LandingFile, chunk_rows: int) -> Iterator[RecordChunk]:
             yield RecordChunk(frame, numbers, raw_text, records=batch.num_rows)
     except (pa.ArrowInvalid, pa.ArrowIOError) as error:
         raise UnreadableFile(f"the Parquet file is damaged after row {offset}: {error}; nothing from it was loaded") from None
+
+
+def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
+    """Columns as the validators expect them: decimals as floats, dates as ISO text; nested types dropped."""
+    columns = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        kind = column.type
+        if pa.types.is_nested(kind):
+            continue
+        if pa.types.is_decimal(kind):
+            column = column.cast(pa.float64())
+        elif pa.types.is_date(kind):
+            column = column.cast(pa.string())
+        columns[name] = column
+    if not columns:
+        return pd.DataFrame(index=range(batch.num_rows))
+    return pa.table(columns).to_pandas()
 
 
 class LandingZone(dg.ConfigurableResource):

@@ -39,8 +39,11 @@ def content_hashes(frame: pd.DataFrame) -> np.ndarray:
         if pd.api.types.is_datetime64_any_dtype(column):
             # Microseconds since the epoch (UTC); NaT hashes as its sentinel value, consistently.
             column = pd.Series(column.to_numpy("datetime64[us]").astype(np.int64), index=column.index)
-        texts.append(pc.cast(pa.array(column, from_pandas=True), pa.string()))
-    joined = pc.binary_join_element_wise(*texts, "\x1f", null_handling="replace", null_replacement="\x00")
+        text = pc.cast(pa.array(column, from_pandas=True), pa.string())
+        # "<length>:<value>", or "-" for null: a prefix code, so no two rows can encode alike.
+        piece = pc.binary_join_element_wise(pc.cast(pc.utf8_length(text), pa.string()), text, ":")
+        texts.append(pc.fill_null(piece, "-"))
+    joined = pc.binary_join_element_wise(*texts, "")
     return pd.util.hash_array(np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
 
 

@@ -14,6 +14,16 @@ import numpy as np
 import pandas as pd
 
 
+class JsonNonFinite:
+    """A JSON `NaN` / `Infinity` literal: delivered, but neither a number nor text (unlike an absent value)."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+    def __repr__(self) -> str:
+        return self.token
+
+
 class Reasons:
     """Per-record refusal reasons; several problems in one record are joined with '; '."""
 
@@ -105,7 +115,7 @@ def number_column(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
         present = numbers_.notna()
         return numbers_, present, present & ~np.isfinite(numbers_.fillna(0.0))
     if values.dtype == object:
-        wrong_type = values.map(lambda v: isinstance(v, (bool, dict, list))).astype(bool)
+        wrong_type = values.map(lambda v: isinstance(v, (bool, dict, list, JsonNonFinite))).astype(bool)
         values = values.where(~wrong_type, None)
         text = values.map(lambda v: v if isinstance(v, str) else (None if v is None else repr(v)), na_action="ignore")
         text = text.astype("string").str.strip()
