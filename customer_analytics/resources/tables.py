@@ -14,6 +14,7 @@ from __future__ import annotations
 import dagster as dg
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -131,3 +132,121 @@ def column_schema(table: Table) -> dg.TableSchema:
             for column in table.columns
         ]
     )
+
+
+# -- Analytics: per-customer-month summaries, then as-of-month tables --------------------------------
+customer_month_summary = Table(
+    "customer_month_summary",
+    metadata,
+    Column("summary_month", Date, nullable=False, comment="First day of the month summarized (the partition)."),
+    Column("customer_id", String, nullable=False, comment="Customer with at least one purchase in the month."),
+    Column("purchases", BigInteger, nullable=False, comment="Purchase events in the month."),
+    Column("revenue", Float, nullable=False, comment="Revenue of those purchases."),
+    Column("purchase_days", Integer, nullable=False, comment="Distinct UTC dates with a purchase."),
+    Column("positive_days", Integer, nullable=False, comment="Purchase dates whose revenue (the date's purchases summed) is > 0."),
+    Column("positive_day_revenue", Float, nullable=False, comment="Revenue of the positive purchase dates."),
+    Column("first_purchase_at", UTC_TIMESTAMP, nullable=False, comment="First purchase in the month."),
+    Column("last_purchase_at", UTC_TIMESTAMP, nullable=False, comment="Last purchase in the month."),
+    Column("first_purchase_date", Date, nullable=False, comment="UTC date of first_purchase_at."),
+    Column("last_purchase_date", Date, nullable=False, comment="UTC date of last_purchase_at."),
+    Column("first_day_revenue", Float, nullable=False, comment="Revenue on first_purchase_date."),
+    Column("as_of", UTC_TIMESTAMP, nullable=False, comment="Purchases before this instant count (next month's start; the run time for the month in progress)."),
+    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When this row was computed."),
+    PrimaryKeyConstraint("summary_month", "customer_id", name="customer_month_summary_pkey"),
+    **_partitioned("summary_month"),
+)
+
+customer_week_summary = Table(
+    "customer_week_summary",
+    metadata,
+    Column("summary_month", Date, nullable=False, comment="Month whose purchases are summarized (the partition); a week spanning two months has a row in each."),
+    Column("customer_id", String, nullable=False, comment="Customer."),
+    Column("week_start", Date, nullable=False, comment="Monday of the ISO week."),
+    Column("purchases", BigInteger, nullable=False, comment="Purchase events in that week and month."),
+    Column("revenue", Float, nullable=False, comment="Their revenue."),
+    PrimaryKeyConstraint("summary_month", "customer_id", "week_start", name="customer_week_summary_pkey"),
+    **_partitioned("summary_month"),
+)
+
+rfm_segment_map = Table(
+    "rfm_segment_map",
+    metadata,
+    Column("priority", Integer, primary_key=True, comment="Rules are tried in this order; the first whose ranges hold a customer's scores wins."),
+    Column("rfm_segment", String, nullable=False, comment="Segment name."),
+    Column("r_min", Integer, nullable=False, comment="Lowest R score of the rule."),
+    Column("r_max", Integer, nullable=False, comment="Highest R score of the rule."),
+    Column("fm_min", Integer, nullable=False, comment="Lowest FM score (mean of F and M, rounded half up)."),
+    Column("fm_max", Integer, nullable=False, comment="Highest FM score."),
+    Column("description", Text, comment="What the segment means."),
+)
+
+customer_rfm = Table(
+    "customer_rfm",
+    metadata,
+    Column("as_of_month", Date, nullable=False, comment="Figures are as of the end of this month (the partition)."),
+    Column("customer_id", String, nullable=False, comment="Customer with at least one purchase before as_of."),
+    Column("first_purchase_at", UTC_TIMESTAMP, nullable=False, comment="First purchase ever (UTC)."),
+    Column("last_purchase_at", UTC_TIMESTAMP, nullable=False, comment="Latest purchase before as_of (UTC)."),
+    Column("recency_days", Integer, nullable=False, comment="as_of_date − date of the last purchase, in days."),
+    Column("frequency", BigInteger, nullable=False, comment="Purchase events."),
+    Column("monetary", Float, nullable=False, comment="Total revenue."),
+    Column("avg_order_value", Float, nullable=False, comment="monetary / frequency."),
+    Column("r_score", Integer, nullable=False, comment="Recency quintile, 1–5, 5 = most recent; ties share a score."),
+    Column("f_score", Integer, nullable=False, comment="Frequency quintile, 1–5, 5 = most frequent."),
+    Column("m_score", Integer, nullable=False, comment="Monetary quintile, 1–5, 5 = highest spend."),
+    Column("rfm_score", String, nullable=False, comment="The three scores as digits, R F M (e.g. '545')."),
+    Column("rfm_segment", String, nullable=False, comment="Named segment from rfm_segment_map (first matching rule)."),
+    Column("fm_score", Integer, nullable=False, comment="(F + M + 1) // 2, the FM axis of the segment map."),
+    Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
+    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
+    Column("run_id", String, comment="Dagster run that computed it."),
+    PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_rfm_pkey"),
+    **_partitioned("as_of_month"),
+)
+
+customer_clv = Table(
+    "customer_clv",
+    metadata,
+    Column("as_of_month", Date, nullable=False, comment="Figures are as of the end of this month (the partition)."),
+    Column("customer_id", String, nullable=False, comment="Customer with at least one purchase before as_of."),
+    Column("clv_score", Integer, nullable=False, comment="Percentile rank of predicted_revenue_24m, 0–100."),
+    Column("predicted_revenue_24m", Float, nullable=False, comment="Expected revenue over the next 24 months, discounted monthly (1 % a month by default)."),
+    Column("expected_purchases_12m", Float, nullable=False, comment="Expected purchase dates in the next 365.25 days."),
+    Column("p_alive", Float, nullable=False, comment="Probability the customer is still active."),
+    Column("churn_probability", Float, nullable=False, comment="1 − p_alive."),
+    Column("expected_order_value", Float, nullable=False, comment="Expected revenue per purchase date (Gamma-Gamma)."),
+    Column("segment", String, nullable=False, comment="at_risk (churn ≥ 0.5), else high (score ≥ 67), medium (≥ 34) or low."),
+    Column("model", String, nullable=False, comment="bgnbd+gamma_gamma, or the heuristic used and why."),
+    Column("frequency", Integer, nullable=False, comment="BG/NBD frequency: distinct purchase dates − 1."),
+    Column("recency", Float, nullable=False, comment="BG/NBD recency: last − first purchase date, days."),
+    Column("T", Float, nullable=False, comment="BG/NBD age: as_of_date − first purchase date, days."),
+    Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
+    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
+    Column("run_id", String, comment="Dagster run that computed it."),
+    PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_clv_pkey"),
+    **_partitioned("as_of_month"),
+)
+
+clv_model_fits = Table(
+    "clv_model_fits",
+    metadata,
+    Column("as_of_month", Date, nullable=False, comment="Month whose as-of summary was fitted (the partition)."),
+    Column("model", String, nullable=False, comment="bgnbd+gamma_gamma, or the fallback used."),
+    Column("r", Float, comment="BG/NBD r."),
+    Column("alpha", Float, comment="BG/NBD alpha, in days."),
+    Column("a", Float, comment="BG/NBD a."),
+    Column("b", Float, comment="BG/NBD b."),
+    Column("p", Float, comment="Gamma-Gamma p."),
+    Column("q", Float, comment="Gamma-Gamma q."),
+    Column("gamma", Float, comment="Gamma-Gamma gamma."),
+    Column("log_likelihood", Float, comment="BG/NBD log-likelihood at the optimum (time in days)."),
+    Column("gamma_gamma_log_likelihood", Float, comment="Gamma-Gamma log-likelihood at the optimum."),
+    Column("n_customers", BigInteger, nullable=False, comment="Customers in the summary."),
+    Column("n_repeat_customers", BigInteger, nullable=False, comment="Customers with a repeat purchase date."),
+    Column("converged", Boolean, nullable=False, comment="Both fits converged."),
+    Column("message", Text, comment="The optimizer's or the fallback's explanation."),
+    Column("fitted_at", UTC_TIMESTAMP, nullable=False, comment="When the fit ran."),
+    Column("run_id", String, comment="Dagster run that fitted it."),
+    PrimaryKeyConstraint("as_of_month", "model", name="clv_model_fits_pkey"),
+    **_partitioned("as_of_month"),
+)

@@ -19,7 +19,7 @@ import hashlib
 import io
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,26 @@ class Warehouse:
         if self.dialect == "postgresql":
             return f"{self.quote(self.schema)}.{self.quote(name)}"
         return self.quote(name)
+
+    def sql_params(self, params: dict) -> dict:
+        """Parameters for raw SQL: SQLite compares dates and timestamps as the text SQLAlchemy stores."""
+        if self.dialect != "sqlite":
+            return params
+        converted = {}
+        for name, value in params.items():
+            if isinstance(value, datetime):
+                value = value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+                value = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+            elif isinstance(value, date):
+                value = value.isoformat()
+            converted[name] = value
+        return converted
+
+    def week_start(self, column: str) -> str:
+        """SQL for the Monday of the ISO week of a DATE column."""
+        if self.dialect == "postgresql":
+            return f"CAST(date_trunc('week', {column}) AS DATE)"
+        return f"date({column}, '-6 days', 'weekday 1')"
 
     def describe(self) -> str:
         return redact_url(self.url) + (f" (schema {self.schema})" if self.dialect == "postgresql" else "")
@@ -324,6 +344,17 @@ class Replacement:
         if table.name not in self._staging:
             raise ValueError(f"declare what the rows of {table.name} replace before staging them")
         self.warehouse.insert_frame(self.connection, self._staging[table.name], table, frame)
+
+    def append_select(self, table: Table, columns: list[str], select_sql: str, params: dict) -> int:
+        """Stage the rows of a SQL query (`{...}` names in it are formatted with `Warehouse.qualified`)."""
+        if table.name not in self._staging:
+            raise ValueError(f"declare what the rows of {table.name} replace before staging them")
+        column_list = ", ".join(self.warehouse.quote(c) for c in columns)
+        result = self.connection.execute(
+            text(f"INSERT INTO {self._staging[table.name]} ({column_list}) {select_sql}"),
+            self.warehouse.sql_params(params),
+        )
+        return result.rowcount
 
     def publish(self) -> None:
         wh = self.warehouse

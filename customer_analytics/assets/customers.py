@@ -1,0 +1,127 @@
+"""Per-customer assets: monthly summaries, then as-of RFM and CLV."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from customer_analytics.asof import AsOf, compute_clv, compute_rfm
+from customer_analytics.assets.metadata import OWNERS, counter_table, markdown_table, table_spec_metadata
+from customer_analytics.partitions import monthly_partitions, partition_month
+from customer_analytics.resources import WarehouseResource
+from customer_analytics.resources.tables import (
+    clv_model_fits,
+    customer_clv,
+    customer_month_summary,
+    customer_rfm,
+    customer_week_summary,
+)
+from customer_analytics.summaries import summarize_month
+from customer_analytics.transforms.clv_scores import ClvSettings
+
+GROUP = "customers"
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("customer_month_summary", deps=["raw_events"], group_name=GROUP, owners=OWNERS, kinds={"sql"},
+                     metadata=table_spec_metadata(customer_month_summary),
+                     description="One row per customer and month with a purchase: purchases, revenue, distinct purchase "
+                                 "dates (and those with positive revenue), first/last purchase. Computed in SQL from "
+                                 "raw_events; every as-of table is derived from these rows, never from raw history."),
+        dg.AssetSpec("customer_week_summary", deps=["raw_events"], group_name=GROUP, owners=OWNERS, kinds={"sql"},
+                     metadata=table_spec_metadata(customer_week_summary),
+                     description="Purchases and revenue per customer and ISO week (Monday start) within the month, "
+                                 "for weekly cohorts."),
+    ],
+    partitions_def=monthly_partitions,
+)
+def customer_summaries(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    """Summarize one month of purchases per customer (and per customer-week)."""
+    as_of = AsOf.for_month(partition_month(context.partition_key))
+    counts = summarize_month(warehouse.get(), as_of.month, as_of=as_of.instant)
+    context.log.info(f"{context.partition_key}: {counts['customers']:,} purchasing customers, {counts['customer_weeks']:,} customer-weeks")
+    yield dg.MaterializeResult(asset_key="customer_month_summary",
+                               metadata={"dagster/row_count": counts["customers"], "as_of": as_of.instant.isoformat()})
+    yield dg.MaterializeResult(asset_key="customer_week_summary", metadata={"dagster/row_count": counts["customer_weeks"]})
+
+
+@dg.asset(
+    name="customer_rfm", deps=["customer_month_summary"], partitions_def=monthly_partitions, group_name=GROUP, owners=OWNERS,
+    kinds={"pandas", "sql"}, metadata=table_spec_metadata(customer_rfm),
+    check_specs=[dg.AssetCheckSpec("one_row_per_purchasing_customer", asset="customer_rfm"),
+                 dg.AssetCheckSpec("scores_in_range", asset="customer_rfm")],
+)
+def customer_rfm_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    """Recency, frequency and monetary value per customer as of the end of the month, scored 1–5 by quintile
+    (5 best; ties share a score) with the named RFM segment from the editable `rfm_segment_map`."""
+    as_of = AsOf.for_month(partition_month(context.partition_key))
+    rfm = compute_rfm(warehouse.get(), as_of, run_id=context.run.run_id)
+    scores_ok = bool(rfm[["r_score", "f_score", "m_score"]].isin(range(1, 6)).all().all())
+    yield dg.MaterializeResult(metadata={
+        "dagster/row_count": len(rfm), "as_of_date": as_of.day.isoformat(),
+        "segments": counter_table(rfm["rfm_segment"].value_counts().to_dict(), "rfm_segment", "customers"),
+        "preview": markdown_table(rfm.sort_values("monetary", ascending=False)[
+            ["customer_id", "recency_days", "frequency", "monetary", "rfm_score", "rfm_segment"]]),
+    })
+    yield dg.AssetCheckResult(check_name="one_row_per_purchasing_customer", passed=bool(rfm["customer_id"].is_unique),
+                              metadata={"rows": len(rfm), "customers": int(rfm["customer_id"].nunique())})
+    yield dg.AssetCheckResult(check_name="scores_in_range", passed=scores_ok)
+
+
+class ClvConfig(dg.Config):
+    """How CLV is scored; the defaults are documented in the README."""
+
+    monthly_discount_rate: float = 0.01
+    high_score: int = 67
+    medium_score: int = 34
+    at_risk_churn: float = 0.5
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("customer_clv", deps=["customer_month_summary"], group_name=GROUP, owners=OWNERS,
+                     kinds={"numpy", "scipy", "sql"}, metadata=table_spec_metadata(customer_clv),
+                     description="Customer lifetime value as of the end of the month: BG/NBD purchases and "
+                                 "Gamma-Gamma spend fitted by maximum likelihood on the month's as-of summary; "
+                                 "24-month discounted predicted revenue, its percentile (clv_score), churn "
+                                 "probability and value segment. Falls back to a documented heuristic (named "
+                                 "in `model`) when a fit is impossible."),
+        dg.AssetSpec("clv_model_fits", deps=["customer_month_summary"], group_name=GROUP, owners=OWNERS,
+                     kinds={"scipy", "sql"}, metadata=table_spec_metadata(clv_model_fits),
+                     description="The fitted BG/NBD (r, alpha in days, a, b) and Gamma-Gamma (p, q, gamma) "
+                                 "parameters per month, with log-likelihoods and convergence."),
+    ],
+    partitions_def=monthly_partitions,
+    check_specs=[
+        dg.AssetCheckSpec("fit_converged", asset="customer_clv", description="Warns when the heuristic fallback was used."),
+        dg.AssetCheckSpec("probabilities_in_unit_interval", asset="customer_clv"),
+        dg.AssetCheckSpec("no_missing_values", asset="customer_clv"),
+    ],
+)
+def customer_value(context: dg.AssetExecutionContext, config: ClvConfig, warehouse: WarehouseResource):
+    """Fit the CLV models for one month and score every customer."""
+    as_of = AsOf.for_month(partition_month(context.partition_key))
+    settings = ClvSettings(monthly_discount_rate=config.monthly_discount_rate, high_score=config.high_score,
+                           medium_score=config.medium_score, at_risk_churn=config.at_risk_churn)
+    started = datetime.now(timezone.utc)
+    result = compute_clv(warehouse.get(), as_of, settings, run_id=context.run.run_id, computed_at=started)
+    scores, fits = result.scores, result.fits
+    params = {}
+    for fit in (fits.bgnbd, fits.gamma_gamma):
+        if fit.converged:
+            params.update({k: round(float(v), 6) for k, v in vars(fit.params).items()})
+    context.log.info(f"{context.partition_key}: {len(scores):,} customers scored with {fits.model} {params}")
+    yield dg.MaterializeResult(asset_key="customer_clv", metadata={
+        "dagster/row_count": len(scores), "model": fits.model, **params,
+        "segments": counter_table(scores["segment"].value_counts().to_dict(), "segment", "customers"),
+        "preview": markdown_table(scores.sort_values("predicted_revenue_24m", ascending=False)[
+            ["customer_id", "clv_score", "predicted_revenue_24m", "p_alive", "segment"]]),
+    })
+    yield dg.MaterializeResult(asset_key="clv_model_fits", metadata={"model": fits.model, "converged": fits.converged, **params})
+    yield dg.AssetCheckResult(asset_key="customer_clv", check_name="fit_converged", passed=fits.converged,
+                              severity=dg.AssetCheckSeverity.WARN, metadata={"model": fits.model})
+    probabilities = scores[["p_alive", "churn_probability"]]
+    yield dg.AssetCheckResult(asset_key="customer_clv", check_name="probabilities_in_unit_interval",
+                              passed=bool(((probabilities >= 0) & (probabilities <= 1)).all().all()))
+    yield dg.AssetCheckResult(asset_key="customer_clv", check_name="no_missing_values",
+                              passed=not bool(scores.drop(columns=["run_id"]).isna().any().any()))

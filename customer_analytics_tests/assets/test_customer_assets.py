@@ -1,0 +1,33 @@
+"""Summaries, RFM and CLV through Dagster, with their checks."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from customer_analytics.definitions import all_assets, customer_analytics_job, defs
+from customer_analytics.resources import LandingZone, WarehouseResource
+from customer_analytics_tests.landing_builder import event, write_ndjson
+
+
+def test_a_month_materializes_end_to_end_with_checks(warehouse, tmp_path):
+    landing = tmp_path / "landing"
+    write_ndjson(landing / "events" / "a.ndjson", [
+        event(f"e{i}", f"c{i % 7}", f"2025-01-{1 + i % 28:02d} 10:00:00", price=5.0 + i) for i in range(60)
+    ])
+    resources = {"warehouse": WarehouseResource(db_url=warehouse.url, db_schema=warehouse.schema),
+                 "landing": LandingZone(landing_dir=str(landing))}
+    result = dg.materialize(all_assets, partition_key="2025-01", resources=resources, instance=dg.DagsterInstance.ephemeral(),
+                            selection=["raw_events", "rejected_events", "customer_month_summary", "customer_week_summary",
+                                       "customer_rfm", "customer_clv", "clv_model_fits"])
+    assert result.success
+    keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"customer_month_summary", "customer_rfm", "customer_clv", "clv_model_fits"} <= keys
+    checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
+    assert checks[("customer_rfm", "one_row_per_purchasing_customer")] and checks[("customer_rfm", "scores_in_range")]
+    assert checks[("customer_clv", "probabilities_in_unit_interval")] and checks[("customer_clv", "no_missing_values")]
+    assert ("customer_clv", "fit_converged") in checks  # 7 customers: a fallback warning is expected, not an error
+
+
+def test_the_main_job_runs_everything_for_a_month():
+    job = defs.resolve_job_def(customer_analytics_job.name)
+    assert {"ingest_events", "customer_summaries", "customer_rfm", "customer_value", "customer_profiles"} <= {n.name for n in job.nodes_in_topological_order}
