@@ -14,6 +14,7 @@ from customer_analytics.config import add_months
 from customer_analytics.loading import load_events_month
 from customer_analytics.resources.tables import clv_model_fits, customer_clv, customer_month_summary, customer_rfm
 from customer_analytics.summaries import summarize_month
+from customer_analytics.transforms.clv_scores import ClvSettings
 from customer_analytics_tests.landing_builder import event, write_csv, write_ndjson
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -106,3 +107,26 @@ def test_cdnow_reproduces_the_published_estimates(warehouse, tmp_path):
     scores = warehouse.read_frame(select(customer_clv))
     assert len(scores) == 2357 and scores["clv_score"].between(0, 100).all()
     assert set(scores["segment"]) <= {"high", "medium", "low", "at_risk"}
+
+
+def test_segments_follow_customers_from_month_to_month(warehouse, shop):
+    from customer_analytics.resources.tables import customer_segments, segment_definitions
+    from customer_analytics.segments import compute_segments, publish_segment_definitions
+
+    build(warehouse, shop, date(2025, 1, 1), date(2025, 3, 1))
+    for month in (date(2025, 1, 1), date(2025, 2, 1)):
+        compute_rfm(warehouse, AsOf.for_month(month))
+        compute_clv(warehouse, AsOf.for_month(month))
+        tables = compute_segments(warehouse, month)
+    feb = tables.segments.set_index("customer_id")
+    stored = warehouse.read_frame(select(customer_segments).where(customer_segments.c.as_of_month == date(2025, 2, 1)))
+    assert set(stored["customer_id"]) == {"alice", "bob"} and len(stored) == 2
+    assert feb.loc["alice", "previous_segment"] is not None, "alice was segmented in January"
+    assert tables.migration["customers"].sum() == 2
+    first = publish_segment_definitions(warehouse, today=date(2025, 1, 1))
+    again = publish_segment_definitions(warehouse, today=date(2025, 6, 1))
+    assert (again["creation_date"] == pd.Timestamp("2025-01-01")).all() and (again["update_date"] == pd.Timestamp("2025-01-01")).all()
+    changed = publish_segment_definitions(warehouse, ClvSettings(high_score=80), today=date(2025, 7, 1)).set_index("segment_id")
+    assert changed.loc["value:high", "update_date"] == pd.Timestamp("2025-07-01")
+    assert changed.loc["value:low", "update_date"] == pd.Timestamp("2025-01-01")
+    assert len(warehouse.read_frame(select(segment_definitions))) == len(first)

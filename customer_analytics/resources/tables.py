@@ -250,3 +250,60 @@ clv_model_fits = Table(
     PrimaryKeyConstraint("as_of_month", "model", name="clv_model_fits_pkey"),
     **_partitioned("as_of_month"),
 )
+
+customer_segments = Table(
+    "customer_segments",
+    metadata,
+    Column("as_of_month", Date, nullable=False, comment="Month the membership is as of (the partition)."),
+    Column("customer_id", String, nullable=False, comment="Customer."),
+    Column("segment", String, nullable=False, comment="Value segment from customer_clv: high, medium, low or at_risk."),
+    Column("rfm_segment", String, nullable=False, comment="Named RFM segment from customer_rfm."),
+    Column("previous_segment", String, comment="Value segment in the previous month's customer_segments; NULL if the customer was not there."),
+    Column("segment_changed", Boolean, nullable=False, comment="segment differs from previous_segment (new customers count as changed)."),
+    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
+    Column("run_id", String, comment="Dagster run that computed it."),
+    PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_segments_pkey"),
+    **_partitioned("as_of_month"),
+)
+
+segment_metrics = Table(
+    "segment_metrics",
+    metadata,
+    Column("as_of_month", Date, nullable=False, comment="Month the metrics are as of (the partition)."),
+    Column("segment_type", String, nullable=False, comment="'value' (high/medium/low/at_risk) or 'rfm' (named RFM segments)."),
+    Column("segment", String, nullable=False, comment="Segment name."),
+    Column("country", String, comment="Profile country; NULL for the row over all countries."),
+    Column("customers", BigInteger, nullable=False, comment="Customers in the segment (and country)."),
+    Column("share", Float, nullable=False, comment="customers / all customers in the same country scope."),
+    Column("avg_clv_score", Float, comment="Mean clv_score."),
+    Column("avg_predicted_revenue", Float, comment="Mean predicted_revenue_24m."),
+    Column("total_revenue", Float, comment="Sum of the members' revenue to date (customer_rfm.monetary)."),
+    Column("avg_recency_days", Float, comment="Mean recency_days."),
+    Column("avg_frequency", Float, comment="Mean purchases to date."),
+    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
+    **_partitioned("as_of_month"),
+)
+
+segment_migration = Table(
+    "segment_migration",
+    metadata,
+    Column("as_of_month", Date, nullable=False, comment="Month the move ends in (the partition)."),
+    Column("from_segment", String, nullable=False, comment="Value segment the month before; 'new' for customers new this month."),
+    Column("to_segment", String, nullable=False, comment="Value segment this month."),
+    Column("customers", BigInteger, nullable=False, comment="Customers who moved so (or stayed, when equal)."),
+    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
+    PrimaryKeyConstraint("as_of_month", "from_segment", "to_segment", name="segment_migration_pkey"),
+    **_partitioned("as_of_month"),
+)
+
+segment_definitions = Table(
+    "segment_definitions",
+    metadata,
+    Column("segment_id", String, primary_key=True, comment="'value:<name>' or 'rfm:<name>'."),
+    Column("segment_name", String, nullable=False, comment="The name used in customer_segments and segment_metrics."),
+    Column("segment_description", Text, comment="What the segment means."),
+    Column("segment_rules", Text, nullable=False, comment="The rule, in words and thresholds."),
+    Column("segment_type", String, nullable=False, comment="'value-based' or 'rfm'."),
+    Column("creation_date", Date, nullable=False, comment="When the segment first appeared."),
+    Column("update_date", Date, nullable=False, comment="When its rule or description last changed."),
+)

@@ -1,0 +1,88 @@
+"""Segment tables as of a month, from customer_clv, customer_rfm and customer_profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+import pandas as pd
+from sqlalchemy import select
+
+from customer_analytics.asof import segment_map
+from customer_analytics.config import add_months
+from customer_analytics.resources.tables import (
+    customer_segments,
+    segment_definitions,
+    segment_metrics,
+    segment_migration,
+)
+from customer_analytics.resources.warehouse import Warehouse
+from customer_analytics.transforms import segments as transforms
+from customer_analytics.transforms.clv_scores import ClvSettings
+
+MEMBERS_SQL = """
+SELECT clv.customer_id, clv.segment, clv.clv_score, clv.predicted_revenue_24m,
+       rfm.rfm_segment, rfm.monetary, rfm.recency_days, rfm.frequency, p.country
+FROM {customer_clv} clv
+JOIN {customer_rfm} rfm ON rfm.as_of_month = clv.as_of_month AND rfm.customer_id = clv.customer_id
+LEFT JOIN {customer_profiles} p ON p.customer_id = clv.customer_id
+WHERE clv.as_of_month = :month
+ORDER BY clv.customer_id
+"""
+
+
+@dataclass
+class SegmentTables:
+    segments: pd.DataFrame
+    metrics: pd.DataFrame
+    migration: pd.DataFrame
+
+
+def segment_members(warehouse: Warehouse, month: date) -> pd.DataFrame:
+    names = {name: warehouse.qualified(name) for name in ("customer_clv", "customer_rfm", "customer_profiles")}
+    return warehouse.read_frame(MEMBERS_SQL.format(**names), warehouse.sql_params({"month": month}))
+
+
+def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", computed_at: datetime | None = None) -> SegmentTables:
+    """Replace the month's customer_segments, segment_metrics and segment_migration together."""
+    computed_at = computed_at or datetime.now(timezone.utc)
+    warehouse.ensure_tables()
+    members = segment_members(warehouse, month)
+    previous = warehouse.read_frame(
+        select(customer_segments.c.customer_id, customer_segments.c.segment)
+        .where(customer_segments.c.as_of_month == add_months(month, -1))
+    )
+    segments = transforms.customer_segments(members, previous)
+    metrics = transforms.segment_metrics(members) if len(members) else pd.DataFrame(columns=[c.name for c in segment_metrics.columns])
+    migration = transforms.segment_migration(segments)
+    stamp = {"as_of_month": pd.Timestamp(month), "computed_at": computed_at}
+    with warehouse.replace(lock_name=f"customer_segments/{month:%Y-%m}") as replacement:
+        for table, frame in ((customer_segments, segments.assign(**stamp, run_id=run_id)),
+                             (segment_metrics, metrics.assign(**stamp)),
+                             (segment_migration, migration.assign(**stamp))):
+            replacement.replace_partition(table, month)
+            replacement.append(table, frame)
+    return SegmentTables(segments, metrics, migration)
+
+
+def publish_segment_definitions(warehouse: Warehouse, settings: ClvSettings = ClvSettings(), today: date | None = None) -> pd.DataFrame:
+    """Rewrite segment_definitions, keeping each segment's creation date and bumping update_date on change."""
+    today = today or datetime.now(timezone.utc).date()
+    definitions = transforms.segment_definitions(settings, segment_map(warehouse))
+    existing = warehouse.read_frame(select(segment_definitions)).set_index("segment_id") if warehouse.scalar(
+        select(segment_definitions.c.segment_id).limit(1)) else pd.DataFrame()
+    created, updated = [], []
+    for row in definitions.itertuples(index=False):
+        if row.segment_id in existing.index:
+            old = existing.loc[row.segment_id]
+            same = (old["segment_rules"], old["segment_description"]) == (row.segment_rules, row.segment_description)
+            created.append(pd.Timestamp(old["creation_date"]))
+            updated.append(pd.Timestamp(old["update_date"]) if same else pd.Timestamp(today))
+        else:
+            created.append(pd.Timestamp(today))
+            updated.append(pd.Timestamp(today))
+    definitions["creation_date"], definitions["update_date"] = created, updated
+    with warehouse.replace(lock_name="segment_definitions") as replacement:
+        replacement.delete_where(segment_definitions, segment_definitions.c.segment_id.is_not(None))
+        replacement.append(segment_definitions, definitions)
+    return definitions

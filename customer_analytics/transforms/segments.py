@@ -1,0 +1,93 @@
+"""Segments: membership with month-over-month movement, per-segment metrics, migration, definitions.
+
+* A customer's `segment` is the value segment of `customer_clv` (high, medium, low, at_risk);
+  `rfm_segment` the named RFM segment of `customer_rfm`; `previous_segment` the segment the
+  customer had in the previous month's `customer_segments` (None for a customer who was not
+  there), and `segment_changed` says whether the two differ (a new customer counts as changed).
+* `segment_metrics` has a row per segment for all countries (`country` None) and one per
+  segment and profile country; value segments and RFM segments both, told apart by
+  `segment_type`. `share` is the segment's share of the customers in the same country scope.
+* `segment_migration` counts customers per (from, to) pair; customers new this month come
+  from `NEW_CUSTOMER`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from customer_analytics.transforms.clv_scores import ClvSettings
+
+NEW_CUSTOMER = "new"
+METRIC_COLUMNS = ("customers", "share", "avg_clv_score", "avg_predicted_revenue", "total_revenue", "avg_recency_days", "avg_frequency")
+
+
+def customer_segments(members: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    """`members`: customer_id, segment, rfm_segment; `previous`: customer_id, segment (last month)."""
+    prior = previous.set_index("customer_id")["segment"] if len(previous) else pd.Series(dtype=object)
+    out = members[["customer_id", "segment", "rfm_segment"]].copy()
+    out["previous_segment"] = out["customer_id"].map(prior)
+    out["previous_segment"] = out["previous_segment"].astype(object).where(out["previous_segment"].notna(), None)
+    out["segment_changed"] = out["previous_segment"].isna() | (out["previous_segment"] != out["segment"])
+    return out
+
+
+def segment_metrics(customers: pd.DataFrame) -> pd.DataFrame:
+    """Metrics per segment (value and RFM), overall and per country.
+
+    `customers`: segment, rfm_segment, country, clv_score, predicted_revenue_24m, monetary,
+    recency_days, frequency — one row per customer.
+    """
+    frames = []
+    for segment_type, column in (("value", "segment"), ("rfm", "rfm_segment")):
+        for by_country in (False, True):
+            scope = customers.dropna(subset=["country"]) if by_country else customers
+            keys = [column, "country"] if by_country else [column]
+            grouped = scope.groupby(keys, dropna=False)
+            frame = grouped.agg(
+                customers=("clv_score", "size"),
+                avg_clv_score=("clv_score", "mean"),
+                avg_predicted_revenue=("predicted_revenue_24m", "mean"),
+                total_revenue=("monetary", "sum"),
+                avg_recency_days=("recency_days", "mean"),
+                avg_frequency=("frequency", "mean"),
+            ).reset_index().rename(columns={column: "segment"})
+            totals = scope.groupby("country").size() if by_country else None
+            frame["share"] = frame["customers"] / (frame["country"].map(totals) if by_country else len(scope))
+            if not by_country:
+                frame["country"] = None
+            frame["segment_type"] = segment_type
+            frames.append(frame)
+    metrics = pd.concat(frames, ignore_index=True)
+    return metrics[["segment_type", "segment", "country", *METRIC_COLUMNS]]
+
+
+def segment_migration(segments: pd.DataFrame) -> pd.DataFrame:
+    """Customers per (from_segment, to_segment); `from_segment` is `NEW_CUSTOMER` for newcomers."""
+    moves = segments.assign(from_segment=segments["previous_segment"].fillna(NEW_CUSTOMER))
+    counted = moves.groupby(["from_segment", "segment"]).size().reset_index(name="customers")
+    return counted.rename(columns={"segment": "to_segment"})
+
+
+def segment_definitions(settings: ClvSettings, rfm_map: pd.DataFrame) -> pd.DataFrame:
+    """Every value and RFM segment with its rule in words (segment_id, name, description, rules, type)."""
+    value = [
+        ("value:at_risk", "at_risk", "Customers likely to have stopped buying.",
+         f"churn_probability >= {settings.at_risk_churn}"),
+        ("value:high", "high", "The most valuable customers over the next two years.",
+         f"churn_probability < {settings.at_risk_churn} and clv_score >= {settings.high_score}"),
+        ("value:medium", "medium", "Customers of middling predicted value.",
+         f"churn_probability < {settings.at_risk_churn} and {settings.medium_score} <= clv_score < {settings.high_score}"),
+        ("value:low", "low", "Customers of low predicted value.",
+         f"churn_probability < {settings.at_risk_churn} and clv_score < {settings.medium_score}"),
+    ]
+    rows = [dict(zip(("segment_id", "segment_name", "segment_description", "segment_rules"), v), segment_type="value-based")
+            for v in value]
+    for rule in rfm_map.sort_values("priority").itertuples(index=False):
+        rows.append({
+            "segment_id": f"rfm:{rule.rfm_segment}", "segment_name": rule.rfm_segment,
+            "segment_description": rule.description,
+            "segment_rules": f"r_score between {rule.r_min} and {rule.r_max} and fm_score between {rule.fm_min} and "
+                             f"{rule.fm_max} (rule {rule.priority}; the first matching rule wins)",
+            "segment_type": "rfm",
+        })
+    return pd.DataFrame(rows)
