@@ -88,6 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        return _run(parser, args)
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(parser, args) -> int:
+    try:
         if args.command == "generate-sample":
             return _generate_sample(args)
         if args.command == "materialize":
@@ -203,7 +212,20 @@ def _materialize(args) -> int:
                     print(f"    {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
 
     _print_summary(rows)
+    _print_tables(target)
     return 1 if any(status != "ok" for _l, status, *_ in rows) else 0
+
+
+def _print_tables(warehouse) -> None:
+    """Rows per warehouse table, so a person sees at a glance that every table was filled."""
+    from sqlalchemy import func, select
+
+    from customer_analytics.resources.tables import metadata
+
+    print()
+    print(f"{'table':<26} {'rows':>12}")
+    for table in metadata.sorted_tables:
+        print(f"{table.name:<26} {warehouse.scalar(select(func.count()).select_from(table)):>12,}")
 
 
 def _check_evaluations(result):
