@@ -76,6 +76,10 @@ class ClvConfig(dg.Config):
     medium_score: int = 34
     at_risk_churn: float = 0.5
 
+    def settings(self) -> ClvSettings:
+        return ClvSettings(monthly_discount_rate=self.monthly_discount_rate, high_score=self.high_score,
+                           medium_score=self.medium_score, at_risk_churn=self.at_risk_churn)
+
 
 @dg.multi_asset(
     specs=[
@@ -101,10 +105,8 @@ class ClvConfig(dg.Config):
 def customer_value(context: dg.AssetExecutionContext, config: ClvConfig, warehouse: WarehouseResource):
     """Fit the CLV models for one month and score every customer."""
     as_of = AsOf.for_month(partition_month(context.partition_key))
-    settings = ClvSettings(monthly_discount_rate=config.monthly_discount_rate, high_score=config.high_score,
-                           medium_score=config.medium_score, at_risk_churn=config.at_risk_churn)
-    started = datetime.now(timezone.utc)
-    result = compute_clv(warehouse.get(), as_of, settings, run_id=context.run.run_id, computed_at=started)
+    result = compute_clv(warehouse.get(), as_of, config.settings(), run_id=context.run.run_id,
+                         computed_at=datetime.now(timezone.utc))
     scores, fits = result.scores, result.fits
     params = {}
     for fit in (fits.bgnbd, fits.gamma_gamma):

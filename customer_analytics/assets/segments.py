@@ -8,7 +8,6 @@ from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import customer_segments, segment_definitions, segment_metrics, segment_migration
 from customer_analytics.segments import compute_segments, publish_segment_definitions
-from customer_analytics.transforms.clv_scores import ClvSettings
 
 GROUP = "segments"
 INPUTS = ["customer_clv", "customer_rfm", "customer_profiles"]
@@ -50,8 +49,6 @@ def customer_segment_tables(context: dg.AssetExecutionContext, warehouse: Wareho
 def segment_definitions_asset(config: ClvConfig, warehouse: WarehouseResource):
     """Every value segment and named RFM segment with its rule in words, built from the CLV thresholds and the
     editable `rfm_segment_map`; creation and update dates are kept across rebuilds."""
-    settings = ClvSettings(monthly_discount_rate=config.monthly_discount_rate, high_score=config.high_score,
-                           medium_score=config.medium_score, at_risk_churn=config.at_risk_churn)
-    definitions = publish_segment_definitions(warehouse.get(), settings)
+    definitions = publish_segment_definitions(warehouse.get(), config.settings())
     return dg.MaterializeResult(metadata={"dagster/row_count": len(definitions),
                                           "definitions": markdown_table(definitions[["segment_id", "segment_rules"]], max_rows=20)})
