@@ -199,12 +199,13 @@ def _materialize(args) -> int:
         seconds = time.perf_counter() - started
         failed_checks = [
             f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            + (" (warning)" if evaluation.severity == dg.AssetCheckSeverity.WARN else "")
             for evaluation in _check_evaluations(result)
             if not evaluation.passed
         ]
         status = "ok" if result.success else "FAILED"
         rows.append((label, status, seconds, len(asset_keys), result.run_id, failed_checks))
-        note = f"  failed checks: {', '.join(failed_checks)}" if failed_checks else ""
+        note = f"  checks not passed: {', '.join(failed_checks)}" if failed_checks else ""
         print(f"{label:<16} {status:<6} {seconds:7.1f} s  {len(asset_keys)} assets  run {result.run_id[:8]}{note}", flush=True)
         if not result.success:
             for event in result.all_events:
@@ -237,12 +238,13 @@ def _check_evaluations(result):
 def _print_summary(rows) -> None:
     total = sum(seconds for _l, _s, seconds, *_ in rows)
     failed = [label for label, status, *_ in rows if status != "ok"]
-    checks = sum(len(r[5]) for r in rows)
+    warned = sum(check.endswith("(warning)") for r in rows for check in r[5])
+    errors = sum(len(r[5]) for r in rows) - warned
     print()
     print(f"{'partition':<16} {'status':<6} {'seconds':>8}  run")
     for label, status, seconds, _n, run_id, _c in rows:
         print(f"{label:<16} {status:<6} {seconds:8.1f}  {run_id}")
-    print(f"{len(rows)} runs, {len(failed)} failed, {checks} failed checks, {total:.1f} s in all")
+    print(f"{len(rows)} runs, {len(failed)} failed; checks: {errors} failed, {warned} warned; {total:.1f} s in all")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def test_materialize_records_runs_in_the_instance(env, capsys):
     code = main(["materialize", "--from", "2025-01", "--to", "2025-02", "--select", "raw_events"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "2025-01" in out and "2025-02" in out and "0 failed" in out
+    assert "2025-01" in out and "2025-02" in out and "0 failed;" in out
     assert re.search(r"^raw_events\s+1$", out, re.MULTILINE), "the closing table counts the warehouse's rows"
     instance = dg.DagsterInstance.from_config(str(env / "dagster_home"))
     runs = instance.get_runs()
