@@ -178,14 +178,20 @@ def _materialize(args) -> int:
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def(customer_analytics_job.name)
     partitioned = sorted((k for k in selected if graph.get(k).is_partitioned), key=lambda k: k.to_user_string())
-    unpartitioned = sorted((k for k in selected if not graph.get(k).is_partitioned), key=lambda k: k.to_user_string())
+    unpartitioned = [k for k in selected if not graph.get(k).is_partitioned]
+    # Unpartitioned assets built from monthly ones (views, definitions) run after the months; the others before.
+    monthly_upstream = {k for k in unpartitioned if any(graph.get(p).is_partitioned for p in graph.get(k).parent_keys)}
+    before = sorted(set(unpartitioned) - monthly_upstream, key=lambda k: k.to_user_string())
+    after = sorted(monthly_upstream, key=lambda k: k.to_user_string())
     plan: list[tuple[str | None, list]] = []
-    if unpartitioned:
-        plan.append((None, unpartitioned))
+    if before:
+        plan.append((None, before))
     month = first
     while partitioned and month <= last:
         plan.append((month_key(month), partitioned))
         month = add_months(month, 1)
+    if after:
+        plan.append((None, after))
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     rows = []

@@ -87,7 +87,7 @@ def ingest_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     wh = warehouse.get()
     started_at = datetime.now(timezone.utc)
     report = load_events_month(
-        wh, landing.landing_dir, month,
+        wh, landing.path, month,
         first_month=partition_month(monthly_partitions.get_first_partition_key()),
         last_month=partition_month(monthly_partitions.get_last_partition_key()),
         run_id=context.run.run_id, started_at=started_at, progress=context.log.info,
@@ -132,7 +132,7 @@ def ingest_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
 def customer_profiles_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZone):
     """Merge every profile and demographic record into one row per customer."""
     wh = warehouse.get()
-    report = load_profiles(wh, landing.landing_dir, run_id=context.run.run_id)
+    report = load_profiles(wh, landing.path, run_id=context.run.run_id)
     customers = wh.scalar(select(func.count()).select_from(customer_profiles))
     context.log.info(f"profiles: {report.loaded:,} records merged into {customers:,} customers, {report.rejected:,} rejected")
     preview = wh.read_frame(

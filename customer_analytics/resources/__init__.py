@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
+from typing import Optional
 
 import dagster as dg
 
-from customer_analytics.config import DEFAULT_DB_SCHEMA, DEFAULT_DB_URL, DEFAULT_LANDING_DIR
-from customer_analytics.resources.landing import LandingZone
+from customer_analytics.config import Settings
 from customer_analytics.resources.warehouse import Warehouse
 
 
@@ -18,28 +17,29 @@ def _warehouse(url: str, schema: str) -> Warehouse:
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The SQL warehouse (`CUSTOMER_ANALYTICS_DB_URL`, schema `CUSTOMER_ANALYTICS_DB_SCHEMA`)."""
+    """The SQL warehouse. Unset fields are read from `CUSTOMER_ANALYTICS_DB_URL` / `_DB_SCHEMA` when
+    the run starts, so the URL (and its password) never appears in the UI or in run config."""
 
-    db_url: str
-    db_schema: str = DEFAULT_DB_SCHEMA
+    db_url: Optional[str] = None
+    db_schema: Optional[str] = None
 
     def get(self) -> Warehouse:
-        return _warehouse(self.db_url, self.db_schema)
+        settings = Settings.from_env()
+        return _warehouse(self.db_url or settings.db_url, self.db_schema or settings.db_schema)
 
 
-def _from_env(name: str, default: str):
-    # An EnvVar keeps the value (a password, say) out of the UI, which shows only the name.
-    return dg.EnvVar(name) if os.environ.get(name) else default
+class LandingZone(dg.ConfigurableResource):
+    """The landing folder; unset, `CUSTOMER_ANALYTICS_LANDING_DIR` (default data/landing) when the run starts."""
+
+    landing_dir: Optional[str] = None
+
+    @property
+    def path(self) -> str:
+        return self.landing_dir or Settings.from_env().landing_dir
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    return {
-        "warehouse": WarehouseResource(
-            db_url=_from_env("CUSTOMER_ANALYTICS_DB_URL", DEFAULT_DB_URL),
-            db_schema=_from_env("CUSTOMER_ANALYTICS_DB_SCHEMA", DEFAULT_DB_SCHEMA),
-        ),
-        "landing": LandingZone(landing_dir=_from_env("CUSTOMER_ANALYTICS_LANDING_DIR", DEFAULT_LANDING_DIR)),
-    }
+    return {"warehouse": WarehouseResource(), "landing": LandingZone()}
 
 
 __all__ = ["LandingZone", "Warehouse", "WarehouseResource", "default_resources"]

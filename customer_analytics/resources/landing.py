@@ -21,13 +21,11 @@ import gzip
 import io
 import json
 import math
-import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -487,20 +485,3 @@ def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
     if not columns:
         return pd.DataFrame(index=range(batch.num_rows))
     return pa.table(columns).to_pandas()
-
-
-class LandingZone(dg.ConfigurableResource):
-    """The landing folder (`CUSTOMER_ANALYTICS_LANDING_DIR`) the shop's exports are dropped into."""
-
-    landing_dir: str
-
-    def files(self, source: str) -> list[LandingFile]:
-        if source not in SOURCES:
-            raise ValueError(f"unknown landing source {source!r}: use one of {', '.join(SOURCES)}")
-        return list_files(self.landing_dir, source)
-
-    def exists(self) -> bool:
-        return Path(self.landing_dir).is_dir()
-
-    def describe(self) -> str:
-        return os.path.abspath(self.landing_dir)

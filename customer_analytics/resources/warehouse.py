@@ -206,7 +206,7 @@ class Warehouse:
             return
         with self.begin(immediate=True) as connection:
             if self.dialect == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key("ensure_tables", self.schema)})
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("ensure_tables", self.schema)})
                 connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {self.quote(self.schema)}"))
             metadata.create_all(connection)
         self._tables_ready = True
@@ -267,9 +267,12 @@ class Warehouse:
                 raise
 
 
-def _lock_key(*parts: str) -> int:
+def lock_key(*parts: str) -> int:
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+_lock_key = lock_key  # TEMPORARY alias while cohorts.py is integrated
 
 
 class Replacement:
@@ -294,7 +297,7 @@ class Replacement:
     def open(self) -> None:
         self._transaction = self.connection.begin()
         if self.postgres:
-            self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(self.warehouse.schema, self.lock_name)})
+            self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(self.warehouse.schema, self.lock_name)})
 
     def replace_partition(self, table: Table, month: date) -> None:
         """Publishing will make the staged rows *all* of `table`'s `month` partition."""
