@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from customer_analytics.assets.cohorts import cohort_ltv_asset, ltv_summary_asset
 from customer_analytics.assets.customers import customer_rfm_asset, customer_summaries, customer_value
 from customer_analytics.assets.ingestion import customer_profiles_asset, ingest_events
 from customer_analytics.assets.segments import customer_segment_tables, segment_definitions_asset
@@ -13,7 +14,8 @@ from customer_analytics.resources import default_resources
 ingestion_assets = [ingest_events, customer_profiles_asset]
 customer_assets = [customer_summaries, customer_rfm_asset, customer_value]
 segment_assets = [customer_segment_tables, segment_definitions_asset]
-all_assets = [*ingestion_assets, *customer_assets, *segment_assets, bi_views]
+cohort_assets = [cohort_ltv_asset, ltv_summary_asset]
+all_assets = [*ingestion_assets, *customer_assets, *segment_assets, *cohort_assets, bi_views]
 
 # In-process: a month's steps are few and heavy on the database, and on 2 cores the
 # multiprocess executor spends more time starting processes than working.

@@ -307,3 +307,39 @@ segment_definitions = Table(
     Column("creation_date", Date, nullable=False, comment="When the segment first appeared."),
     Column("update_date", Date, nullable=False, comment="When its rule or description last changed."),
 )
+
+cohort_ltv = Table(
+    "cohort_ltv",
+    metadata,
+    Column("as_of_month", Date, nullable=False, comment="Figures are as of the end of this month (the partition)."),
+    Column("granularity", String, nullable=False, comment="'month' or 'week': how cohorts and periods are cut."),
+    Column("cohort_start", Date, nullable=False, comment="First day of the month (Monday of the ISO week) holding the cohort's customers' first purchase."),
+    Column("period", Integer, nullable=False, comment="Months (weeks) since cohort_start: 0 is the cohort's own month (week), up to the one holding as_of_date."),
+    Column("period_start", Date, nullable=False, comment="First day (Monday) of the period."),
+    Column("customers", BigInteger, nullable=False, comment="Customers in the cohort (same for every period)."),
+    Column("active_customers", BigInteger, nullable=False, comment="Cohort customers with at least one purchase in the period."),
+    Column("period_revenue", Float, nullable=False, comment="The cohort's revenue in the period."),
+    Column("cumulative_revenue", Float, nullable=False, comment="The cohort's revenue from its first purchase to the end of the period (or as_of)."),
+    Column("cumulative_revenue_per_customer", Float, nullable=False, comment="cumulative_revenue / customers."),
+    Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
+    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
+    Column("run_id", String, comment="Dagster run that computed it."),
+    PrimaryKeyConstraint("as_of_month", "granularity", "cohort_start", "period", name="cohort_ltv_pkey"),
+    **_partitioned("as_of_month"),
+)
+
+ltv_summary = Table(
+    "ltv_summary",
+    metadata,
+    Column("as_of_month", Date, nullable=False, comment="Figures are as of the end of this month (the partition)."),
+    Column("average_ltv_30d", Float, comment="Mean revenue of a customer's first 30 days (first purchase included), over customers_30d; NULL when none."),
+    Column("average_ltv_90d", Float, comment="Mean revenue of a customer's first 90 days, over customers_90d; NULL when none."),
+    Column("customers_30d", BigInteger, nullable=False, comment="Customers whose first purchase + 30 days (720 hours) is at or before as_of."),
+    Column("customers_90d", BigInteger, nullable=False, comment="Customers whose first purchase + 90 days (2,160 hours) is at or before as_of."),
+    Column("as_of", UTC_TIMESTAMP, nullable=False, comment="Purchases before this instant count (next month's start; the run time for the month in progress)."),
+    Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
+    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
+    Column("run_id", String, comment="Dagster run that computed it."),
+    PrimaryKeyConstraint("as_of_month", name="ltv_summary_pkey"),
+    **_partitioned("as_of_month"),
+)

@@ -272,9 +272,6 @@ def lock_key(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-_lock_key = lock_key  # TEMPORARY alias while cohorts.py is integrated
-
-
 class Replacement:
     """Rows staged for publication; see `Warehouse.replace`."""
 
