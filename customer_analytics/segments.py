@@ -55,9 +55,9 @@ def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", com
     segments = transforms.customer_segments(members, previous)
     metrics = transforms.segment_metrics(members) if len(members) else pd.DataFrame(columns=[c.name for c in segment_metrics.columns])
     migration = transforms.segment_migration(segments)
-    stamp = {"as_of_month": pd.Timestamp(month), "computed_at": computed_at}
+    stamp = {"as_of_month": pd.Timestamp(month), "computed_at": computed_at, "run_id": run_id}
     with warehouse.replace(lock_name=f"customer_segments/{month:%Y-%m}") as replacement:
-        for table, frame in ((customer_segments, segments.assign(**stamp, run_id=run_id)),
+        for table, frame in ((customer_segments, segments.assign(**stamp)),
                              (segment_metrics, metrics.assign(**stamp)),
                              (segment_migration, migration.assign(**stamp))):
             replacement.replace_partition(table, month)

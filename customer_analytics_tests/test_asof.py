@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from customer_analytics.asof import AsOf, compute_clv, compute_rfm
@@ -130,3 +132,23 @@ def test_segments_follow_customers_from_month_to_month(warehouse, shop):
     assert changed.loc["value:high", "update_date"] == pd.Timestamp("2025-07-01")
     assert changed.loc["value:low", "update_date"] == pd.Timestamp("2025-01-01")
     assert len(warehouse.read_frame(select(segment_definitions))) == len(first)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 58), st.integers(0, 86399), st.integers(0, 5000)),
+                min_size=1, max_size=40))
+def test_property_reruns_are_identical(sqlite_warehouse, tmp_path_factory, purchases):
+    """Whatever the purchases, recomputing a month's RFM and CLV gives the same rows (apart from stamps)."""
+    landing = tmp_path_factory.mktemp("landing")
+    records = [event(f"e{i}", f"c{customer}", (datetime(2025, 1, 1, tzinfo=timezone.utc) + pd.Timedelta(days=day, seconds=second))
+                     .strftime("%Y-%m-%d %H:%M:%S"), price=cents / 100) for i, (customer, day, second, cents) in enumerate(purchases)]
+    write_ndjson(landing / "events" / "p.ndjson", records)
+    build(sqlite_warehouse, landing, date(2025, 1, 1), date(2025, 3, 1), until=date(2025, 2, 1))
+    as_of = AsOf.for_month(date(2025, 2, 1))
+    first = (compute_rfm(sqlite_warehouse, as_of).drop(columns=["computed_at"]),
+             compute_clv(sqlite_warehouse, as_of).scores.drop(columns=["computed_at"]))
+    again = (compute_rfm(sqlite_warehouse, as_of).drop(columns=["computed_at"]),
+             compute_clv(sqlite_warehouse, as_of).scores.drop(columns=["computed_at"]))
+    pd.testing.assert_frame_equal(first[0], again[0])
+    pd.testing.assert_frame_equal(first[1], again[1])
+    assert first[0]["monetary"].sum() == pytest.approx(sum(c for *_, c in purchases) / 100)

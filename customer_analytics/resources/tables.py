@@ -281,6 +281,7 @@ segment_metrics = Table(
     Column("avg_recency_days", Float, comment="Mean recency_days."),
     Column("avg_frequency", Float, comment="Mean purchases to date."),
     Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
+    Column("run_id", String, comment="Dagster run that computed it."),
     **_partitioned("as_of_month"),
 )
 
@@ -292,6 +293,7 @@ segment_migration = Table(
     Column("to_segment", String, nullable=False, comment="Value segment this month."),
     Column("customers", BigInteger, nullable=False, comment="Customers who moved so (or stayed, when equal)."),
     Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
+    Column("run_id", String, comment="Dagster run that computed it."),
     PrimaryKeyConstraint("as_of_month", "from_segment", "to_segment", name="segment_migration_pkey"),
     **_partitioned("as_of_month"),
 )
