@@ -6,7 +6,7 @@ on SQLite and PostgreSQL; the few differences (date arithmetic) are chosen from 
 dialect. No view exposes personal data (customer_profiles.email, first_name, last_name).
 
 `create_views` (re)creates them all in one transaction; a view whose base table does not exist
-is skipped, with the missing table named. docs/bi_views.md documents each view for BI users.
+is skipped, with the missing table named. the README, section BI views documents each view for BI users.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy import inspect, text
 
 from customer_analytics.resources.warehouse import Warehouse, lock_key
 
-# Thresholds of customer_segmentation_suggestions (documented in docs/bi_views.md).
+# Thresholds of customer_segmentation_suggestions (documented in the README, section BI views).
 ACTIVE_DAYS = 30  # High Value Active: last purchase at most this many days before the as-of date
 LAPSING_DAYS = 90  # Lapsing Big Spender: last purchase more than this many days before
 BROWSING_WINDOW_DAYS = 30  # sessions are counted over the as-of date and the 29 days before it

@@ -12,7 +12,7 @@ INPUTS = ["raw_events", "customer_profiles", "customer_rfm", "customer_clv", "cu
 
 _DESCRIPTION = (
     "SQL views for BI dashboards, computed when read (the latest-month views find the month themselves), "
-    "without personal data; documented with example SQL in docs/bi_views.md. A view whose base table does "
+    "without personal data; documented with example SQL in the README, section BI views. A view whose base table does "
     "not exist yet is skipped and named in the metadata.\n\n"
     + "\n".join(f"* `{name}`: {VIEW_DESCRIPTIONS[name]}" for name in VIEW_NAMES)
 )
