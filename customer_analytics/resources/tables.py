@@ -34,6 +34,14 @@ metadata = MetaData()
 UTC_TIMESTAMP = DateTime(timezone=True)
 
 
+def _run_stamps() -> list[Column]:
+    """When and by which Dagster run a derived row was computed: every figure is traceable."""
+    return [
+        Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
+        Column("run_id", String, comment="Dagster run that computed it."),
+    ]
+
+
 def _partitioned(column: str) -> dict:
     return {"info": {"partition_column": column}, "postgresql_partition_by": f"LIST ({column})"}
 
@@ -198,8 +206,7 @@ customer_rfm = Table(
     Column("rfm_segment", String, nullable=False, comment="Named segment from rfm_segment_map (first matching rule)."),
     Column("fm_score", Integer, nullable=False, comment="(F + M + 1) // 2, the FM axis of the segment map."),
     Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
-    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
-    Column("run_id", String, comment="Dagster run that computed it."),
+    *_run_stamps(),
     PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_rfm_pkey"),
     **_partitioned("as_of_month"),
 )
@@ -221,8 +228,7 @@ customer_clv = Table(
     Column("recency", Float, nullable=False, comment="BG/NBD recency: last − first purchase date, days."),
     Column("T", Float, nullable=False, comment="BG/NBD age: as_of_date − first purchase date, days."),
     Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
-    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
-    Column("run_id", String, comment="Dagster run that computed it."),
+    *_run_stamps(),
     PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_clv_pkey"),
     **_partitioned("as_of_month"),
 )
@@ -260,8 +266,7 @@ customer_segments = Table(
     Column("rfm_segment", String, nullable=False, comment="Named RFM segment from customer_rfm."),
     Column("previous_segment", String, comment="Value segment in the previous month's customer_segments; NULL if the customer was not there."),
     Column("segment_changed", Boolean, nullable=False, comment="segment differs from previous_segment (new customers count as changed)."),
-    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
-    Column("run_id", String, comment="Dagster run that computed it."),
+    *_run_stamps(),
     PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_segments_pkey"),
     **_partitioned("as_of_month"),
 )
@@ -280,8 +285,7 @@ segment_metrics = Table(
     Column("total_revenue", Float, comment="Sum of the members' revenue to date (customer_rfm.monetary)."),
     Column("avg_recency_days", Float, comment="Mean recency_days."),
     Column("avg_frequency", Float, comment="Mean purchases to date."),
-    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
-    Column("run_id", String, comment="Dagster run that computed it."),
+    *_run_stamps(),
     **_partitioned("as_of_month"),
 )
 
@@ -292,8 +296,7 @@ segment_migration = Table(
     Column("from_segment", String, nullable=False, comment="Value segment the month before; 'new' for customers new this month."),
     Column("to_segment", String, nullable=False, comment="Value segment this month."),
     Column("customers", BigInteger, nullable=False, comment="Customers who moved so (or stayed, when equal)."),
-    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
-    Column("run_id", String, comment="Dagster run that computed it."),
+    *_run_stamps(),
     PrimaryKeyConstraint("as_of_month", "from_segment", "to_segment", name="segment_migration_pkey"),
     **_partitioned("as_of_month"),
 )
@@ -324,8 +327,7 @@ cohort_ltv = Table(
     Column("cumulative_revenue", Float, nullable=False, comment="The cohort's revenue from its first purchase to the end of the period (or as_of)."),
     Column("cumulative_revenue_per_customer", Float, nullable=False, comment="cumulative_revenue / customers."),
     Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
-    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
-    Column("run_id", String, comment="Dagster run that computed it."),
+    *_run_stamps(),
     PrimaryKeyConstraint("as_of_month", "granularity", "cohort_start", "period", name="cohort_ltv_pkey"),
     **_partitioned("as_of_month"),
 )
@@ -340,8 +342,7 @@ ltv_summary = Table(
     Column("customers_90d", BigInteger, nullable=False, comment="Customers whose first purchase + 90 days (2,160 hours) is at or before as_of."),
     Column("as_of", UTC_TIMESTAMP, nullable=False, comment="Purchases before this instant count (next month's start; the run time for the month in progress)."),
     Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
-    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When the row was computed."),
-    Column("run_id", String, comment="Dagster run that computed it."),
+    *_run_stamps(),
     PrimaryKeyConstraint("as_of_month", name="ltv_summary_pkey"),
     **_partitioned("as_of_month"),
 )
