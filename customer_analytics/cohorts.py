@@ -8,9 +8,6 @@
 * `ltv_summary` is the average revenue of a customer's first 30 and 90 days. The window ends at
   an exact instant (first purchase + N × 24 hours), so it reads the purchase events themselves
   from `raw_events`, restricted to the months each customer's window spans.
-
-The two tables are declared here, on the shared metadata, until they move into
-`resources/tables.py`.
 """
 
 from __future__ import annotations
@@ -23,9 +20,6 @@ from customer_analytics.asof import AsOf
 from customer_analytics.resources.tables import cohort_ltv, ltv_summary
 from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.transforms.cohorts import GRANULARITIES, cohort_table
-
-
-LTV_WINDOWS_DAYS = (30, 90)
 
 # One row per cohort and month with purchases: the month summary holds one row per customer and month.
 MONTH_ACTIVITY_SQL = """
