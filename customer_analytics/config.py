@@ -19,6 +19,8 @@ DEFAULT_LANDING_DIR = "data/landing"
 # The sample generator's default start month as well: `generate-sample` then `materialize`
 # fill every partition from the first one without further flags.
 DEFAULT_START_MONTH = "2025-01"
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_LATE_DAYS = 3
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -75,12 +77,34 @@ def redact_url(url: str) -> str:
         return url.split(":", 1)[0] + "://…"
 
 
+def parse_timezone(name: str, *, what: str = "CUSTOMER_ANALYTICS_TIMEZONE") -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{what} {name!r} is not a time zone: use an IANA name such as UTC or Europe/Berlin") from None
+    return name
+
+
+def parse_late_days(text: str, *, what: str = "CUSTOMER_ANALYTICS_LATE_DAYS") -> int:
+    try:
+        days = int(str(text).strip())
+    except ValueError:
+        days = -1
+    if not 0 <= days <= 28:
+        raise ConfigError(f"{what} {text!r} is not valid: use a whole number of days from 0 to 28")
+    return days
+
+
 @dataclass(frozen=True)
 class Settings:
     db_url: str
     db_schema: str
     landing_dir: str
     start_month: date
+    timezone: str = DEFAULT_TIMEZONE
+    late_days: int = DEFAULT_LATE_DAYS
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -96,4 +120,6 @@ class Settings:
                 env.get("CUSTOMER_ANALYTICS_START_MONTH") or DEFAULT_START_MONTH,
                 what="CUSTOMER_ANALYTICS_START_MONTH",
             ),
+            timezone=parse_timezone(env.get("CUSTOMER_ANALYTICS_TIMEZONE") or DEFAULT_TIMEZONE),
+            late_days=parse_late_days(env.get("CUSTOMER_ANALYTICS_LATE_DAYS") or str(DEFAULT_LATE_DAYS)),
         )

@@ -10,6 +10,7 @@ from customer_analytics.assets.ingestion import customer_profiles_asset, ingest_
 from customer_analytics.assets.segments import customer_segment_tables, segment_definitions_asset
 from customer_analytics.assets.views import bi_views
 from customer_analytics.resources import default_resources
+from customer_analytics.schedules import build_nightly_refresh_schedule
 
 ingestion_assets = [ingest_events, customer_profiles_asset]
 customer_assets = [customer_summaries, customer_rfm_asset, customer_value]
@@ -30,5 +31,6 @@ customer_analytics_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=all_assets,
     jobs=[customer_analytics_job],
+    schedules=[build_nightly_refresh_schedule(customer_analytics_job)],
     resources=default_resources(),
 )

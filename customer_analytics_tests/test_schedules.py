@@ -1,0 +1,79 @@
+"""The nightly refresh schedule, evaluated at chosen ticks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+
+from customer_analytics.config import ConfigError, Settings, parse_late_days, parse_timezone
+from customer_analytics.definitions import customer_analytics_job, defs
+from customer_analytics.schedules import build_nightly_refresh_schedule
+
+
+def requests_at(tick: datetime, **settings) -> list[dg.RunRequest]:
+    schedule = build_nightly_refresh_schedule(customer_analytics_job, Settings.from_env({**settings}))
+    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+        return list(schedule(context))
+
+
+def test_mid_month_refreshes_the_month_in_progress_only():
+    requests = requests_at(datetime(2026, 3, 15, 2, tzinfo=timezone.utc))
+    assert [r.partition_key for r in requests] == ["2026-03"]
+    assert requests[0].tags == {"trigger": "nightly_refresh", "partition": "2026-03"}
+    assert requests[0].run_key == "nightly:2026-03@2026-03-15"
+
+
+@pytest.mark.parametrize(("day", "expected"), [(1, ["2026-02", "2026-03"]), (3, ["2026-02", "2026-03"]), (4, ["2026-03"])])
+def test_the_first_late_days_of_a_month_also_refresh_the_previous_month(day, expected):
+    assert [r.partition_key for r in requests_at(datetime(2026, 3, day, 2, tzinfo=timezone.utc))] == expected
+
+
+def test_late_days_is_configurable():
+    tick = datetime(2026, 3, 5, 2, tzinfo=timezone.utc)
+    assert len(requests_at(tick, CUSTOMER_ANALYTICS_LATE_DAYS="5")) == 2
+    assert len(requests_at(tick, CUSTOMER_ANALYTICS_LATE_DAYS="0")) == 1
+
+
+def test_a_tick_gives_stable_distinct_run_keys():
+    tick = datetime(2026, 3, 2, 2, tzinfo=timezone.utc)
+    first, again = requests_at(tick), requests_at(tick)
+    assert [r.run_key for r in first] == [r.run_key for r in again]  # the daemon launches a run key once
+    assert len({r.run_key for r in first}) == 2
+    assert {r.run_key for r in first}.isdisjoint(r.run_key for r in requests_at(datetime(2026, 3, 3, 2, tzinfo=timezone.utc)))
+
+
+def test_before_the_first_partition_nothing_is_requested():
+    assert requests_at(datetime(2024, 6, 10, 2, tzinfo=timezone.utc), CUSTOMER_ANALYTICS_START_MONTH="2025-01") == []
+
+
+def test_timezone_sets_when_it_runs_and_months_stay_utc():
+    schedule = build_nightly_refresh_schedule(customer_analytics_job, Settings.from_env({"CUSTOMER_ANALYTICS_TIMEZONE": "Asia/Tokyo"}))
+    assert schedule.execution_timezone == "Asia/Tokyo" and schedule.cron_schedule == "0 2 * * *"
+    # 02:00 in Tokyo on April 1st is still March 31st in UTC: March is the month in progress (and late-days apply to April 1st UTC only).
+    tick = datetime(2026, 4, 1, 2, tzinfo=ZoneInfo("Asia/Tokyo"))
+    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+        assert [r.partition_key for r in schedule(context)] == ["2026-03"]
+
+
+def test_the_schedule_is_registered_and_running_by_default():
+    schedule = defs.resolve_schedule_def("nightly_refresh_schedule")
+    assert schedule.job_name == customer_analytics_job.name
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+@pytest.mark.parametrize("bad", ["Mars/Olympus", "utc+2", ""])
+def test_bad_timezones_are_refused_with_an_example(bad):
+    if bad == "":
+        assert Settings.from_env({"CUSTOMER_ANALYTICS_TIMEZONE": ""}).timezone == "UTC"  # unset means the default
+        return
+    with pytest.raises(ConfigError, match="IANA name such as UTC or Europe/Berlin"):
+        parse_timezone(bad)
+
+
+@pytest.mark.parametrize("bad", ["-1", "29", "three", "1.5"])
+def test_bad_late_days_are_refused(bad):
+    with pytest.raises(ConfigError, match="from 0 to 28"):
+        parse_late_days(bad)
