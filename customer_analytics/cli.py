@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--to", dest="last", type=_month_arg, default=None, help="last month, YYYY-MM (default: the month in progress)")
     run.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'raw_events' or 'group:ingestion' (default: all)")
 
+    rerun = commands.add_parser("request-rerun", help="ask for one value segment's CLV scores to be recomputed now")
+    rerun.add_argument("--segment", required=True, help="high, medium, low or at_risk")
+    rerun.add_argument("--month", default=None, help="YYYY-MM with CLV scores (default: the latest scored month)")
+    rerun.add_argument("--customer", dest="customers", action="append", default=None, metavar="ID",
+                       help="rescore only this customer (repeatable) instead of the whole segment")
+    rerun.add_argument("--by", dest="requested_by", default=None, help="who asks (default: $USER)")
+
     commands.add_parser("init-instance", help="create a local Dagster instance in DAGSTER_HOME (default ./dagster_home)")
     return parser
 
@@ -101,6 +108,8 @@ def _run(parser, args) -> int:
             return _generate_sample(args)
         if args.command == "materialize":
             return _materialize(args)
+        if args.command == "request-rerun":
+            return _request_rerun(args)
         if args.command == "init-instance":
             print(f"Dagster instance: {ensure_dagster_home()}")
             return 0
@@ -221,6 +230,24 @@ def _materialize(args) -> int:
     _print_summary(rows)
     _print_tables(target)
     return 1 if any(status != "ok" for _l, status, *_ in rows) else 0
+
+
+def _request_rerun(args) -> int:
+    from customer_analytics.reruns import validate_request, write_request
+    from customer_analytics.resources.warehouse import Warehouse, WarehouseUnavailable
+
+    settings = Settings.from_env()
+    try:
+        warehouse = Warehouse(settings.db_url, settings.db_schema)
+        warehouse.check_connection()
+        request = validate_request(warehouse, args.segment, args.month, args.customers,
+                                   args.requested_by or os.environ.get("USER"))
+    except WarehouseUnavailable as error:
+        raise UsageError(f"{error}; set CUSTOMER_ANALYTICS_DB_URL to a reachable database") from None
+    request_id = write_request(warehouse, request)
+    scope = f"{len(request.customer_ids)} customer(s)" if request.customer_ids else f"segment {request.segment}"
+    print(f"rerun request {request_id} pending: {scope}, month {month_key(request.as_of_month)}")
+    return 0
 
 
 def _print_tables(warehouse) -> None:

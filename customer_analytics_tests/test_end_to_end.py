@@ -23,6 +23,7 @@ def test_sample_data_fills_every_table_and_view(configured, tmp_path, capsys):
     assert main(["generate-sample", "--out", str(tmp_path / "landing"), "--customers", "300", "--start", "2025-01",
                  "--months", "4", "--seed", "11"]) == 0
     assert main(["materialize", "--from", "2025-01", "--to", "2025-04"]) == 0, capsys.readouterr().out
+    assert main(["request-rerun", "--segment", "at_risk", "--by", "e2e"]) == 0  # the control table
     warehouse = configured
     empty = [t.name for t in metadata.sorted_tables if not warehouse.scalar(select(func.count()).select_from(t))]
     assert empty == [], f"tables left empty: {empty}"

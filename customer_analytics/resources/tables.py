@@ -346,3 +346,18 @@ ltv_summary = Table(
     PrimaryKeyConstraint("as_of_month", name="ltv_summary_pkey"),
     **_partitioned("as_of_month"),
 )
+
+rerun_requests = Table(
+    "rerun_requests",
+    metadata,
+    Column("request_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True, comment="Request number."),
+    Column("segment", String, nullable=False, comment="Value segment to rescore: high, medium, low or at_risk."),
+    Column("customer_ids", Text, comment="Optional JSON array (or comma-separated list) of customers to rescore instead of the whole segment."),
+    Column("as_of_month", Date, nullable=False, comment="Month whose scores are recomputed (its model is reused, not refitted)."),
+    Column("requested_by", String, comment="Who asked."),
+    Column("requested_at", UTC_TIMESTAMP, nullable=False, comment="When they asked."),
+    Column("status", String, nullable=False, comment="pending, launched, rejected, succeeded or failed."),
+    Column("run_id", String, comment="Dagster run launched for the request."),
+    Column("message", Text, comment="Why a request was rejected or failed, or what the run did."),
+    Index("rerun_requests_status_idx", "status"),
+)
