@@ -79,10 +79,11 @@ def segment_map(warehouse: Warehouse) -> pd.DataFrame:
     return warehouse.read_frame(select(rfm_segment_map).order_by(rfm_segment_map.c.priority))[list(SEGMENT_MAP_COLUMNS)]
 
 
-def _stamp(frame: pd.DataFrame, as_of: AsOf, computed_at: datetime, run_id: str) -> pd.DataFrame:
+def stamp_as_of(frame: pd.DataFrame, as_of: AsOf, computed_at: datetime, run_id: str) -> pd.DataFrame:
+    """Add as_of_month (first column), as_of_date, computed_at and run_id to a month's rows."""
     frame.insert(0, "as_of_month", pd.Timestamp(as_of.month))
     frame["as_of_date"] = pd.Timestamp(as_of.day)
-    frame["computed_at"] = computed_at
+    frame["computed_at"] = pd.Timestamp(computed_at)
     frame["run_id"] = run_id
     return frame
 
@@ -91,10 +92,8 @@ def compute_rfm(warehouse: Warehouse, as_of: AsOf, *, run_id: str = "", computed
     """Replace `customer_rfm` for the month; returns the rows written."""
     computed_at = computed_at or datetime.now(timezone.utc)
     rules = segment_map(warehouse)
-    rfm = _stamp(rfm_table(customer_history(warehouse, as_of), as_of.day, rules), as_of, computed_at, run_id)
-    with warehouse.replace(lock_name=f"customer_rfm/{as_of.month:%Y-%m}") as replacement:
-        replacement.replace_partition(customer_rfm, as_of.month)
-        replacement.append(customer_rfm, rfm)
+    rfm = stamp_as_of(rfm_table(customer_history(warehouse, as_of), as_of.day, rules), as_of, computed_at, run_id)
+    warehouse.replace_month(customer_rfm, as_of.month, rfm)
     return rfm
 
 
@@ -114,7 +113,7 @@ def compute_clv(warehouse: Warehouse, as_of: AsOf, settings: ClvSettings = ClvSe
     scores["frequency"] = summary["frequency"].to_numpy()
     scores["recency"] = summary["recency"].to_numpy()
     scores["T"] = summary["T"].to_numpy()
-    scores = _stamp(scores, as_of, computed_at, run_id)
+    scores = stamp_as_of(scores, as_of, computed_at, run_id)
     fit_row = _fit_row(fits, as_of, computed_at, run_id)
     with warehouse.replace(lock_name=f"customer_clv/{as_of.month:%Y-%m}") as replacement:
         replacement.replace_partition(customer_clv, as_of.month)

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from customer_analytics.asof import AsOf
+from customer_analytics.asof import AsOf, stamp_as_of
 from customer_analytics.resources.tables import cohort_ltv, ltv_summary
 from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.transforms.cohorts import GRANULARITIES, cohort_table
@@ -151,22 +151,12 @@ def ltv_summary_row(warehouse: Warehouse, as_of: AsOf) -> dict:
     }
 
 
-def _stamp(frame: pd.DataFrame, as_of: AsOf, computed_at: datetime, run_id: str) -> pd.DataFrame:
-    frame.insert(0, "as_of_month", pd.Timestamp(as_of.month))
-    frame["as_of_date"] = pd.Timestamp(as_of.day)
-    frame["computed_at"] = pd.Timestamp(computed_at)
-    frame["run_id"] = run_id
-    return frame
-
-
 def compute_cohort_ltv(warehouse: Warehouse, as_of: AsOf, *, run_id: str = "",
                        computed_at: datetime | None = None) -> pd.DataFrame:
     """Replace `cohort_ltv` for the month; returns the rows written (none when nobody has purchased yet)."""
     computed_at = computed_at or datetime.now(timezone.utc)
-    rows = _stamp(cohort_ltv_rows(warehouse, as_of), as_of, computed_at, run_id)
-    with warehouse.replace(lock_name=f"cohort_ltv/{as_of.month:%Y-%m}") as replacement:
-        replacement.replace_partition(cohort_ltv, as_of.month)
-        replacement.append(cohort_ltv, rows)
+    rows = stamp_as_of(cohort_ltv_rows(warehouse, as_of), as_of, computed_at, run_id)
+    warehouse.replace_month(cohort_ltv, as_of.month, rows)
     return rows
 
 
@@ -178,8 +168,6 @@ def compute_ltv_summary(warehouse: Warehouse, as_of: AsOf, *, run_id: str = "",
     row = pd.DataFrame([{**figures, "as_of": pd.Timestamp(as_of.instant)}])
     row = row.astype({"average_ltv_30d": "float64", "average_ltv_90d": "float64",
                       "customers_30d": "int64", "customers_90d": "int64"})
-    row = _stamp(row, as_of, computed_at, run_id)
-    with warehouse.replace(lock_name=f"ltv_summary/{as_of.month:%Y-%m}") as replacement:
-        replacement.replace_partition(ltv_summary, as_of.month)
-        replacement.append(ltv_summary, row)
+    row = stamp_as_of(row, as_of, computed_at, run_id)
+    warehouse.replace_month(ltv_summary, as_of.month, row)
     return row

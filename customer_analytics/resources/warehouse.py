@@ -248,6 +248,12 @@ class Warehouse:
                 f"INSERT INTO {target} ({column_list}) VALUES ({placeholders})", list(zip(*values))
             )
 
+    def replace_month(self, table: Table, month: date, frame: pd.DataFrame) -> None:
+        """Make `frame` all of `table`'s `month` partition, atomically."""
+        with self.replace(lock_name=f"{table.name}/{month:%Y-%m}") as replacement:
+            replacement.replace_partition(table, month)
+            replacement.append(table, frame)
+
     @contextlib.contextmanager
     def replace(self, *, lock_name: str) -> Iterator["Replacement"]:
         """Stage rows for several tables, then publish them all in one transaction.

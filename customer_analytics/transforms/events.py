@@ -22,6 +22,7 @@ import pandas as pd
 from customer_analytics.transforms.fields import (
     Reasons,
     date_of,
+    field_values,
     month_of,
     number_column,
     shown,
@@ -39,21 +40,15 @@ EVENT_COLUMNS = (
 )
 
 
-def _field(fields: pd.DataFrame, name: str) -> pd.Series:
-    if name in fields.columns:
-        return fields[name]
-    return pd.Series(None, index=fields.index, dtype=object)
-
-
 def _required_text(fields, name, reasons: Reasons) -> pd.Series:
-    text, wrong = text_column(_field(fields, name))
+    text, wrong = text_column(field_values(fields, name))
     reasons.add(wrong, f"{name} must be text, not a JSON object, array or boolean")
     reasons.add(text.isna() & ~wrong, f"missing {name}")
     return text
 
 
 def _timestamp(fields, name, reasons: Reasons) -> pd.Series:
-    raw = _field(fields, name)
+    raw = field_values(fields, name)
     stamps, present, invalid = timestamp_column(raw)
     reasons.add(~present, f"missing {name}")
     reasons.add(invalid, "unparsable " + name + " " + shown(raw) + " (use e.g. 2023-06-15 14:30:45, or ISO 8601 with Z or an offset)")
@@ -79,15 +74,15 @@ def validate_events(fields: pd.DataFrame) -> pd.DataFrame:
     out["event_type"] = _required_text(fields, "event_type", reasons)
     stamps = _timestamp(fields, "event_timestamp", reasons)
     for name in OPTIONAL_TEXT:
-        text, wrong = text_column(_field(fields, name))
+        text, wrong = text_column(field_values(fields, name))
         reasons.add(wrong, f"{name} must be text, not a JSON object, array or boolean")
         out[name] = text
 
     is_purchase = (out["event_type"] == PURCHASE).fillna(False).astype(bool)
-    price, price_present = _amount(_field(fields, "price"), "price", reasons)
+    price, price_present = _amount(field_values(fields, "price"), "price", reasons)
     reasons.add(is_purchase & ~price_present, "purchase without a price")
 
-    raw_quantity = _field(fields, "quantity")
+    raw_quantity = field_values(fields, "quantity")
     quantity, quantity_present, quantity_invalid = number_column(raw_quantity)
     reasons.add(quantity_invalid, "quantity " + shown(raw_quantity) + " is not a number")
     ok_quantity = quantity_present & ~quantity_invalid
@@ -117,7 +112,7 @@ def validate_transactions(fields: pd.DataFrame, source_file: str, record_numbers
     out["customer_id"] = _required_text(fields, "customer_id", reasons)
     out["event_type"] = pd.Series(PURCHASE, index=fields.index, dtype="string")
     stamps = _timestamp(fields, "transaction_date", reasons)
-    amount, present = _amount(_field(fields, "transaction_amount"), "transaction_amount", reasons)
+    amount, present = _amount(field_values(fields, "transaction_amount"), "transaction_amount", reasons)
     reasons.add(~present, "missing transaction_amount")
     for name in OPTIONAL_TEXT:
         out[name] = pd.Series(pd.NA, index=fields.index, dtype="string")

@@ -50,6 +50,13 @@ class Reasons:
         return self.values.notna()
 
 
+def field_values(fields: pd.DataFrame, name: str) -> pd.Series:
+    """The delivered values of `name`, all absent when no record carried the field."""
+    if name in fields.columns:
+        return fields[name]
+    return pd.Series(None, index=fields.index, dtype=object)
+
+
 def shown(values: pd.Series):
     """A function of rows giving their values as a person would recognise them: quoted, shortened."""
 

@@ -12,31 +12,27 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from customer_analytics.transforms.fields import Reasons, number_column, shown, text_column, timestamp_column
+from customer_analytics.transforms.fields import Reasons, field_values, number_column, shown, text_column, timestamp_column
 
 PROFILE_TEXT = ("email", "first_name", "last_name", "gender", "city", "country", "location")
 PROFILE_COLUMNS = ("customer_id", *PROFILE_TEXT[:4], "age", *PROFILE_TEXT[4:], "signup_date", "last_login")
 MAX_AGE = 130
 
 
-def _field(fields: pd.DataFrame, name: str) -> pd.Series:
-    return fields[name] if name in fields.columns else pd.Series(None, index=fields.index, dtype=object)
-
-
 def validate_profiles(fields: pd.DataFrame) -> pd.DataFrame:
     """Typed profile rows (`PROFILE_COLUMNS`) plus `reject_reason` (None for loadable rows)."""
     reasons = Reasons(fields.index)
     out = pd.DataFrame(index=fields.index)
-    customer, wrong = text_column(_field(fields, "customer_id"))
+    customer, wrong = text_column(field_values(fields, "customer_id"))
     reasons.add(wrong, "customer_id must be text, not a JSON object, array or boolean")
     reasons.add(customer.isna() & ~wrong, "missing customer_id")
     out["customer_id"] = customer
     for name in PROFILE_TEXT:
-        text, wrong = text_column(_field(fields, name))
+        text, wrong = text_column(field_values(fields, name))
         reasons.add(wrong, f"{name} must be text, not a JSON object, array or boolean")
         out[name] = text
 
-    raw_age = _field(fields, "age")
+    raw_age = field_values(fields, "age")
     age, present, invalid = number_column(raw_age)
     reasons.add(invalid, "age " + shown(raw_age) + " is not a number")
     ok = present & ~invalid
@@ -45,7 +41,7 @@ def validate_profiles(fields: pd.DataFrame) -> pd.DataFrame:
     out["age"] = age.where(ok & (a >= 0) & (a <= MAX_AGE) & (a == np.floor(a))).round().astype("Int64")
 
     for name in ("signup_date", "last_login"):
-        raw = _field(fields, name)
+        raw = field_values(fields, name)
         stamps, _present, bad = timestamp_column(raw)
         reasons.add(bad, "unparsable " + name + " " + shown(raw) + " (use e.g. 2023-01-15 or 2023-06-18 09:15:30)")
         out[name] = stamps
