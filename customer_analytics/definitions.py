@@ -10,7 +10,9 @@ from customer_analytics.assets.ingestion import customer_profiles_asset, ingest_
 from customer_analytics.assets.segments import customer_segment_tables, segment_definitions_asset
 from customer_analytics.assets.views import bi_views
 from customer_analytics.resources import default_resources
+from customer_analytics.jobs import segment_rerun_job
 from customer_analytics.schedules import build_nightly_refresh_schedule
+from customer_analytics.sensors import rerun_sensors
 
 ingestion_assets = [ingest_events, customer_profiles_asset]
 customer_assets = [customer_summaries, customer_rfm_asset, customer_value]
@@ -30,7 +32,8 @@ customer_analytics_job = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=[customer_analytics_job],
+    jobs=[customer_analytics_job, segment_rerun_job],
     schedules=[build_nightly_refresh_schedule(customer_analytics_job)],
+    sensors=rerun_sensors,
     resources=default_resources(),
 )

@@ -30,8 +30,8 @@ class RerunRequest:
 
 
 def parse_customer_ids(value) -> tuple[str, ...] | None:
-    """A JSON array of ids, or a comma-separated list; None or empty means the whole segment."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    """A JSON array of ids, or a comma-separated list; None (NULL, NaN) or empty means the whole segment."""
+    if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
         text = value.strip()

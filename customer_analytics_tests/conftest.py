@@ -76,3 +76,31 @@ def warehouse(request, tmp_path):
         warehouse, schema = _fresh_postgres(_postgres_or_skip())
         yield warehouse
         _drop_schema(warehouse, schema)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def scored_warehouse(request, tmp_path_factory):
+    """Sample data for 2025-01..2025-03 run through the whole pipeline once per test module, per backend.
+
+    Tests that change the tables reset the month they touch (see `reset_month`).
+    """
+    from customer_analytics.cli import main
+
+    root = tmp_path_factory.mktemp("scored")
+    if request.param == "sqlite":
+        warehouse, schema = Warehouse(f"sqlite:///{root / 'warehouse.db'}"), None
+    else:
+        warehouse, schema = _fresh_postgres(_postgres_or_skip())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CUSTOMER_ANALYTICS_DB_URL", warehouse.url)
+        patch.setenv("CUSTOMER_ANALYTICS_DB_SCHEMA", warehouse.schema)
+        patch.setenv("CUSTOMER_ANALYTICS_LANDING_DIR", str(root / "landing"))
+        patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        assert main(["generate-sample", "--out", str(root / "landing"), "--customers", "400", "--start", "2025-01",
+                     "--months", "3", "--seed", "5"]) == 0
+        assert main(["materialize", "--from", "2025-01", "--to", "2025-03"]) == 0
+    yield warehouse
+    if schema is not None:
+        _drop_schema(warehouse, schema)
+    else:
+        warehouse.engine.dispose()

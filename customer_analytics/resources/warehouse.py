@@ -34,9 +34,15 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
+    String,
     Table,
+    and_,
+    column,
     create_engine,
     event,
+    insert,
+    select,
+    table,
     text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -255,15 +261,17 @@ class Warehouse:
             replacement.append(table, frame)
 
     @contextlib.contextmanager
-    def replace(self, *, lock_name: str) -> Iterator["Replacement"]:
+    def replace(self, *, lock_name: str | tuple[str, ...]) -> Iterator["Replacement"]:
         """Stage rows for several tables, then publish them all in one transaction.
 
-        `lock_name` names what is being replaced (e.g. `raw_events/2025-01`): two replacements
-        of the same name never run at once on PostgreSQL (on SQLite the write lock serializes).
+        `lock_name` names what is being replaced (e.g. `raw_events/2025-01`), or a tuple of such
+        names: two replacements sharing a name never run at once on PostgreSQL (on SQLite the
+        write lock serializes). The locks are held from the start, so rows read after entering
+        cannot be replaced by another writer of the same names before these are published.
         """
         self.ensure_tables()
         with self.connect() as connection:
-            replacement = Replacement(self, connection, lock_name)
+            replacement = Replacement(self, connection, (lock_name,) if isinstance(lock_name, str) else lock_name)
             try:
                 replacement.open()
                 yield replacement
@@ -281,16 +289,17 @@ def lock_key(*parts: str) -> int:
 class Replacement:
     """Rows staged for publication; see `Warehouse.replace`."""
 
-    def __init__(self, warehouse: Warehouse, connection: Connection, lock_name: str):
+    def __init__(self, warehouse: Warehouse, connection: Connection, lock_names: tuple[str, ...]):
         self.warehouse = warehouse
         self.connection = connection
-        self.lock_name = lock_name
+        self.lock_names = lock_names
         self._token = uuid.uuid4().hex[:10]
         self._staging: dict[str, str] = {}  # table name -> quoted staging table
         self._deletes: list[tuple[Table, ColumnElement]] = []
         self._partitions: dict[str, date] = {}  # partitioned table name -> month swapped in
         self._order: list[Table] = []
         self._ignore_conflicts: set[str] = set()
+        self._key_tables: list[str] = []
         self._transaction = None
 
     @property
@@ -300,7 +309,9 @@ class Replacement:
     def open(self) -> None:
         self._transaction = self.connection.begin()
         if self.postgres:
-            self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(self.warehouse.schema, self.lock_name)})
+            # Always the same order, so two writers needing overlapping locks cannot deadlock.
+            for name in sorted(set(self.lock_names)):
+                self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(self.warehouse.schema, name)})
 
     def replace_partition(self, table: Table, month: date) -> None:
         """Publishing will make the staged rows *all* of `table`'s `month` partition."""
@@ -321,6 +332,29 @@ class Replacement:
         self._stage_table(table)
         if keep_existing_on_conflict:
             self._ignore_conflicts.add(table.name)
+
+    def replace_rows(self, table: Table, month: date, key_column: str, keys) -> None:
+        """Publishing will replace the `month` rows of `table` whose `key_column` is in `keys` by the staged rows.
+
+        The keys travel in a temporary table (bound parameters, any number of them), never as SQL text.
+        """
+        keys_table = self._stage_keys(key_column, keys)
+        self._delete(table, and_(table.c[partition_column(table)] == month,
+                                 table.c[key_column].in_(select(keys_table.c[key_column]))))
+        self._stage_table(table)
+
+    def _stage_keys(self, key_column: str, keys):
+        name = f"keys__{self._token}_{len(self._key_tables)}"
+        temp_schema = "pg_temp" if self.postgres else "temp"
+        # Explicit temporary schema: the engine's schema_translate_map must not move it into the warehouse schema.
+        self.connection.execute(text(f"CREATE TEMP TABLE {self.warehouse.quote(name)} ({self.warehouse.quote(key_column)} "
+                                     f"{String().compile(dialect=self.connection.dialect)} PRIMARY KEY)"))
+        self._key_tables.append(f"{temp_schema}.{self.warehouse.quote(name)}")
+        keys_table = table(name, column(key_column, String), schema=temp_schema)
+        values = [{key_column: str(k)} for k in dict.fromkeys(keys)]
+        if values:
+            self.connection.execute(insert(keys_table), values)
+        return keys_table
 
     def _delete(self, table: Table, condition: ColumnElement) -> None:
         self._deletes.append((table, condition))
@@ -385,6 +419,8 @@ class Replacement:
         if not self.postgres:
             for table in self._order:
                 self.connection.execute(text(f"DROP TABLE {self._staging[table.name]}"))
+        for name in self._key_tables:
+            self.connection.execute(text(f"DROP TABLE {name}"))
         self._transaction.commit()
 
     def _swap_partition(self, table: Table, staging: str, month: date) -> None:
@@ -407,7 +443,7 @@ class Replacement:
         if self._transaction is not None and self._transaction.is_active:
             self._transaction.rollback()
         if not self.postgres:
-            for staging in self._staging.values():
+            for staging in [*self._staging.values(), *self._key_tables]:
                 with contextlib.suppress(Exception):
                     self.connection.execute(text(f"DROP TABLE IF EXISTS {staging}"))
                     self.connection.commit()

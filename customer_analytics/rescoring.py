@@ -1,0 +1,198 @@
+"""Segment-targeted rescoring: one month's CLV and segment rows for chosen customers, no refit.
+
+A rerun request names a month and a value segment (optionally a list of customers). The
+customers rescored are
+* the customers whose `customer_clv` row for the month is in that segment — or, when the
+  request lists customers, exactly those customers — and
+* every customer with a purchase before the month's as-of instant but no `customer_clv` row
+  for it yet (new customers are always scored).
+
+Scores come from the month's model as stored in `clv_model_fits` (the same parameters, or the
+same heuristic), applied to the customers' current history in `customer_month_summary`;
+`clv_score` is the percentile among every customer of the month. Exactly those customers' rows
+of `customer_clv` and `customer_segments` are replaced, and the month's `segment_metrics` and
+`segment_migration` are recomputed, all in one transaction; the rows of every other customer
+are left as they were.
+
+The as-of date is the one the month's scores were computed for (a month still in progress is
+not moved forward by a rerun), unless the history now holds a later purchase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+
+from customer_analytics.asof import AsOf, customer_history, segment_map, stamp_as_of
+from customer_analytics.config import ConfigError, add_months, month_key
+from customer_analytics.resources.tables import (
+    clv_model_fits,
+    customer_clv,
+    customer_profiles,
+    customer_rfm,
+    customer_segments,
+    segment_metrics,
+    segment_migration,
+)
+from customer_analytics.resources.warehouse import Warehouse
+from customer_analytics.transforms import segments as segment_transforms
+from customer_analytics.transforms.clv_scores import ClvFits, ClvSettings, btyd_summary, score_customers
+from customer_analytics.transforms.models import BgNbdParams, FitResult, GammaGammaParams
+from customer_analytics.transforms.rfm import rfm_table
+
+RFM_FIELDS = ["rfm_segment", "monetary", "recency_days", "frequency"]
+
+
+class RescoreError(ConfigError):
+    """The month cannot be rescored (no fitted model, no scores); the message says what to do."""
+
+
+@dataclass
+class RescoreResult:
+    month: date
+    segment: str
+    model: str
+    as_of_date: date
+    targeted: int  # customers asked for (segment members or the listed ids) plus new customers
+    rescored: int  # rows written to customer_clv / customer_segments
+    new_customers: int  # of which had no customer_clv row before
+    removed: int  # targeted customers with a row but no purchase before as_of any more
+    changed_segment: int  # rescored customers whose value segment differs from their old row's
+    unknown_customers: list[str] = field(default_factory=list)  # listed ids without purchases
+    scores: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def summary(self) -> str:
+        text = (f"{month_key(self.month)} {self.segment}: rescored {self.rescored:,} customers "
+                f"({self.new_customers:,} new, {self.changed_segment:,} changed segment) with the month's "
+                f"{self.model.split(' (')[0]} model")
+        if self.removed:
+            text += f"; removed {self.removed:,} rows of customers without purchases before as_of"
+        if self.unknown_customers:
+            shown = ", ".join(self.unknown_customers[:10]) + (" …" if len(self.unknown_customers) > 10 else "")
+            text += f"; {len(self.unknown_customers):,} listed customers have no purchases: {shown}"
+        return text
+
+
+def stored_fits(warehouse: Warehouse, month: date) -> tuple[ClvFits, str]:
+    """The month's fitted models as `ClvFits` (non-converged parts as NaN), and the stored model name."""
+    rows = warehouse.read_frame(select(clv_model_fits).where(clv_model_fits.c.as_of_month == month))
+    if rows.empty:
+        raise RescoreError(f"month {month_key(month)} has no fitted CLV model: materialize customer_clv for it first")
+    row = rows.iloc[0]
+
+    def result(params_type, names):
+        values = [row[name] for name in names]
+        converged = all(v is not None and not pd.isna(v) for v in values)
+        params = params_type(*(float(v) if converged else np.nan for v in values))
+        return FitResult(params, np.nan, converged, int(row["n_customers"]), "stored fit" if converged else "not fitted")
+
+    fits = ClvFits(result(BgNbdParams, ("r", "alpha", "a", "b")), result(GammaGammaParams, ("p", "q", "gamma")),
+                   int(row["n_customers"]), int(row["n_repeat_customers"]))
+    return fits, str(row["model"])
+
+
+def _as_of(warehouse: Warehouse, month: date, history: pd.DataFrame) -> AsOf:
+    stored = warehouse.scalar(select(func.max(customer_clv.c.as_of_date)).where(customer_clv.c.as_of_month == month))
+    if stored is None:
+        raise RescoreError(f"month {month_key(month)} has no CLV scores: materialize customer_clv for it first")
+    day = date.fromisoformat(str(stored)[:10])
+    if len(history):
+        day = max(day, pd.Timestamp(history["last_purchase_date"].max()).date())
+    instant = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    return AsOf(month, min(instant, AsOf.for_month(month).instant), day)
+
+
+def rescore(warehouse: Warehouse, month: date, segment: str, customer_ids: tuple[str, ...] | None = None,
+            settings: ClvSettings = ClvSettings(), *, run_id: str = "", computed_at: datetime | None = None) -> RescoreResult:
+    """Rescore one month's `segment` (or the listed customers) and its new customers; see the module docstring."""
+    computed_at = computed_at or datetime.now(timezone.utc)
+    warehouse.ensure_tables()
+    locks = (f"customer_clv/{month:%Y-%m}", f"customer_segments/{month:%Y-%m}")
+    # Everything is read while holding the month's CLV and segment locks: a nightly run cannot
+    # replace these tables between this read and the publication below.
+    with warehouse.replace(lock_name=locks) as replacement:
+        fits, model = stored_fits(warehouse, month)
+        history = customer_history(warehouse, AsOf.for_month(month))
+        as_of = _as_of(warehouse, month, history)
+        old = warehouse.read_frame(select(customer_clv.c.customer_id, customer_clv.c.segment)
+                                   .where(customer_clv.c.as_of_month == month))
+        known = set(history["customer_id"])
+        if customer_ids is None:
+            asked = set(old.loc[old["segment"] == segment, "customer_id"])
+            unknown: list[str] = []
+        else:
+            asked = set(customer_ids)
+            unknown = sorted(asked - known)
+        new = known - set(old["customer_id"])
+        targets = asked | new
+
+        summary = btyd_summary(history, as_of.day)
+        scores = score_customers(summary, fits, settings)
+        scores["frequency"] = summary["frequency"].to_numpy()
+        scores["recency"] = summary["recency"].to_numpy()
+        scores["T"] = summary["T"].to_numpy()
+        scores["model"] = model
+        scores = stamp_as_of(scores[scores["customer_id"].isin(targets)].reset_index(drop=True), as_of, computed_at, run_id)
+
+        members = _members(warehouse, month, history, as_of, scores)
+        previous = warehouse.read_frame(select(customer_segments.c.customer_id, customer_segments.c.segment)
+                                        .where(customer_segments.c.as_of_month == add_months(month, -1)))
+        rescored_segments = segment_transforms.customer_segments(members[members["customer_id"].isin(targets)], previous)
+        kept_segments = warehouse.read_frame(
+            select(customer_segments.c.customer_id, customer_segments.c.segment, customer_segments.c.previous_segment)
+            .where(customer_segments.c.as_of_month == month))
+        kept_segments = kept_segments[~kept_segments["customer_id"].isin(targets)]
+        all_segments = pd.concat([kept_segments, rescored_segments[kept_segments.columns]], ignore_index=True)
+        metrics = segment_transforms.segment_metrics(members) if len(members) else pd.DataFrame(columns=[c.name for c in segment_metrics.columns])
+        migration = segment_transforms.segment_migration(all_segments)
+
+        stamp = {"as_of_month": pd.Timestamp(month), "computed_at": computed_at, "run_id": run_id}
+        target_ids = sorted(targets)
+        replacement.replace_rows(customer_clv, month, "customer_id", target_ids)
+        replacement.append(customer_clv, scores)
+        replacement.replace_rows(customer_segments, month, "customer_id", target_ids)
+        replacement.append(customer_segments, rescored_segments.assign(**stamp))
+        for table, frame in ((segment_metrics, metrics), (segment_migration, migration)):
+            replacement.replace_partition(table, month)
+            replacement.append(table, frame.assign(**stamp))
+
+    before = old.set_index("customer_id")["segment"]
+    previous_segment = scores["customer_id"].map(before)
+    return RescoreResult(
+        month=month, segment=segment, model=model, as_of_date=as_of.day, targeted=len(targets), rescored=len(scores),
+        new_customers=len(new), removed=len((asked - known) & set(before.index)),
+        changed_segment=int((previous_segment.notna() & (previous_segment != scores["segment"])).sum()),
+        unknown_customers=unknown, scores=scores,
+    )
+
+
+def _members(warehouse: Warehouse, month: date, history: pd.DataFrame, as_of: AsOf, scores: pd.DataFrame) -> pd.DataFrame:
+    """Every segment member of the month after the rescore: stored rows for the others, new scores for the targets.
+
+    RFM fields come from the month's `customer_rfm`; a new customer without an RFM row yet gets
+    the RFM figures the month's RFM would give them now.
+    """
+    columns = ["customer_id", "segment", "clv_score", "predicted_revenue_24m", *RFM_FIELDS, "country"]
+    stored = warehouse.read_frame(
+        select(customer_clv.c.customer_id, customer_clv.c.segment, customer_clv.c.clv_score,
+               customer_clv.c.predicted_revenue_24m, *(customer_rfm.c[name] for name in RFM_FIELDS), customer_profiles.c.country)
+        .join(customer_rfm, (customer_rfm.c.as_of_month == customer_clv.c.as_of_month)
+              & (customer_rfm.c.customer_id == customer_clv.c.customer_id))
+        .outerjoin(customer_profiles, customer_profiles.c.customer_id == customer_clv.c.customer_id)
+        .where(customer_clv.c.as_of_month == month))
+    stored = stored[~stored["customer_id"].isin(scores["customer_id"])]
+    rfm = warehouse.read_frame(select(customer_rfm.c.customer_id, *(customer_rfm.c[name] for name in RFM_FIELDS))
+                               .where(customer_rfm.c.as_of_month == month)).set_index("customer_id")
+    missing = ~scores["customer_id"].isin(rfm.index)
+    if missing.any():
+        fresh = rfm_table(history, as_of.day, segment_map(warehouse)).set_index("customer_id")[RFM_FIELDS]
+        rfm = pd.concat([rfm, fresh.loc[scores.loc[missing, "customer_id"]]])
+    countries = warehouse.read_frame(select(customer_profiles.c.customer_id, customer_profiles.c.country)).set_index("customer_id")["country"]
+    rescored = scores[["customer_id", "segment", "clv_score", "predicted_revenue_24m"]].join(rfm, on="customer_id")
+    rescored["country"] = rescored["customer_id"].map(countries)
+    members = pd.concat([stored[columns], rescored[columns]], ignore_index=True)
+    return members.sort_values("customer_id", ignore_index=True)
