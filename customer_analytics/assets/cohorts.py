@@ -4,6 +4,7 @@ import dagster as dg
 
 from customer_analytics.asof import AsOf
 from customer_analytics.assets.metadata import OWNERS, markdown_table, table_spec_metadata
+from customer_analytics.charts import cohort_heatmap_png, png_markdown
 from customer_analytics.cohorts import cohort_ltv, compute_cohort_ltv, compute_ltv_summary, ltv_summary
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.resources import WarehouseResource
@@ -37,6 +38,7 @@ def cohort_ltv_asset(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         "monthly_rows": len(monthly), "weekly_rows": len(weekly),
         "monthly_cohorts": int(monthly["cohort_start"].nunique()), "weekly_cohorts": int(weekly["cohort_start"].nunique()),
         "preview": markdown_table(preview.assign(cohort_start=preview["cohort_start"].dt.date), max_rows=15),
+        "cohort_heatmap": dg.MetadataValue.md(png_markdown(cohort_heatmap_png(monthly), "cohort LTV heatmap")),
     })
     yield dg.AssetCheckResult(check_name="cumulative_revenue_never_falls", passed=cumulative_revenue_never_falls(rows),
                               metadata={"rows": len(rows)})

@@ -4,6 +4,7 @@ import dagster as dg
 
 from customer_analytics.assets.customers import ClvConfig
 from customer_analytics.assets.metadata import OWNERS, markdown_table, table_spec_metadata
+from customer_analytics.charts import png_markdown, segment_mix_png
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import customer_segments, segment_definitions, segment_metrics, segment_migration
@@ -38,6 +39,8 @@ def customer_segment_tables(context: dg.AssetExecutionContext, warehouse: Wareho
         "dagster/row_count": len(tables.segments),
         "changed_segment": int(tables.segments["segment_changed"].sum()),
         "segment_mix": markdown_table(overall[["segment", "customers", "share", "avg_clv_score", "avg_predicted_revenue"]]),
+        "segment_mix_chart": dg.MetadataValue.md(
+            png_markdown(segment_mix_png(tables.metrics, tables.migration), "segment mix and migration")),
     })
     yield dg.MaterializeResult(asset_key="segment_metrics", metadata={"dagster/row_count": len(tables.metrics)})
     yield dg.MaterializeResult(asset_key="segment_migration", metadata={
