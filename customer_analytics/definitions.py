@@ -10,6 +10,7 @@ from customer_analytics.assets.ingestion import customer_profiles_asset, ingest_
 from customer_analytics.assets.segments import customer_segment_tables, segment_definitions_asset
 from customer_analytics.assets.views import bi_views
 from customer_analytics.resources import default_resources
+from customer_analytics.checks import all_asset_checks
 from customer_analytics.jobs import segment_rerun_job
 from customer_analytics.schedules import build_nightly_refresh_schedule
 from customer_analytics.sensors import rerun_sensors
@@ -32,6 +33,7 @@ customer_analytics_job = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=all_assets,
+    asset_checks=all_asset_checks,
     jobs=[customer_analytics_job, segment_rerun_job],
     schedules=[build_nightly_refresh_schedule(customer_analytics_job)],
     sensors=rerun_sensors,

@@ -25,6 +25,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import func, select
 
 from customer_analytics.asof import AsOf, customer_history, segment_map, stamp_as_of
@@ -75,6 +77,12 @@ class RescoreResult:
             shown = ", ".join(self.unknown_customers[:10]) + (" …" if len(self.unknown_customers) > 10 else "")
             text += f"; {len(self.unknown_customers):,} listed customers have no purchases: {shown}"
         return text
+
+
+def _isin(ids: pd.Series, keys) -> np.ndarray:
+    """`ids.isin(keys)` for string ids, vectorized in Arrow (pandas converts each key to an Arrow scalar)."""
+    value_set = keys if isinstance(keys, pa.Array) else pa.array(list(keys), type=pa.string())
+    return pc.is_in(pa.array(ids, type=pa.string()), value_set=value_set).to_numpy(zero_copy_only=False)
 
 
 def stored_fits(warehouse: Warehouse, month: date) -> tuple[ClvFits, str]:
@@ -129,6 +137,7 @@ def rescore(warehouse: Warehouse, month: date, segment: str, customer_ids: tuple
             unknown = sorted(asked - known)
         new = known - set(old["customer_id"])
         targets = asked | new
+        target_ids = pa.array(sorted(targets), type=pa.string())
 
         summary = btyd_summary(history, as_of.day)
         scores = score_customers(summary, fits, settings)
@@ -136,25 +145,25 @@ def rescore(warehouse: Warehouse, month: date, segment: str, customer_ids: tuple
         scores["recency"] = summary["recency"].to_numpy()
         scores["T"] = summary["T"].to_numpy()
         scores["model"] = model
-        scores = stamp_as_of(scores[scores["customer_id"].isin(targets)].reset_index(drop=True), as_of, computed_at, run_id)
+        scores = stamp_as_of(scores[_isin(scores["customer_id"], target_ids)].reset_index(drop=True), as_of, computed_at, run_id)
 
         members = _members(warehouse, month, history, as_of, scores)
         previous = warehouse.read_frame(select(customer_segments.c.customer_id, customer_segments.c.segment)
                                         .where(customer_segments.c.as_of_month == add_months(month, -1)))
-        rescored_segments = segment_transforms.customer_segments(members[members["customer_id"].isin(targets)], previous)
+        rescored_segments = segment_transforms.customer_segments(members[_isin(members["customer_id"], target_ids)], previous)
         kept_segments = warehouse.read_frame(
             select(customer_segments.c.customer_id, customer_segments.c.segment, customer_segments.c.previous_segment)
             .where(customer_segments.c.as_of_month == month))
-        kept_segments = kept_segments[~kept_segments["customer_id"].isin(targets)]
+        kept_segments = kept_segments[~_isin(kept_segments["customer_id"], target_ids)]
         all_segments = pd.concat([kept_segments, rescored_segments[kept_segments.columns]], ignore_index=True)
         metrics = segment_transforms.segment_metrics(members) if len(members) else pd.DataFrame(columns=[c.name for c in segment_metrics.columns])
         migration = segment_transforms.segment_migration(all_segments)
 
         stamp = {"as_of_month": pd.Timestamp(month), "computed_at": computed_at, "run_id": run_id}
-        target_ids = sorted(targets)
-        replacement.replace_rows(customer_clv, month, "customer_id", target_ids)
+        target_keys = replacement.stage_keys("customer_id", target_ids.to_pylist())
+        replacement.replace_rows(customer_clv, month, target_keys)
         replacement.append(customer_clv, scores)
-        replacement.replace_rows(customer_segments, month, "customer_id", target_ids)
+        replacement.replace_rows(customer_segments, month, target_keys)
         replacement.append(customer_segments, rescored_segments.assign(**stamp))
         for table, frame in ((segment_metrics, metrics), (segment_migration, migration)):
             replacement.replace_partition(table, month)
@@ -184,10 +193,10 @@ def _members(warehouse: Warehouse, month: date, history: pd.DataFrame, as_of: As
               & (customer_rfm.c.customer_id == customer_clv.c.customer_id))
         .outerjoin(customer_profiles, customer_profiles.c.customer_id == customer_clv.c.customer_id)
         .where(customer_clv.c.as_of_month == month))
-    stored = stored[~stored["customer_id"].isin(scores["customer_id"])]
+    stored = stored[~_isin(stored["customer_id"], scores["customer_id"])]
     rfm = warehouse.read_frame(select(customer_rfm.c.customer_id, *(customer_rfm.c[name] for name in RFM_FIELDS))
                                .where(customer_rfm.c.as_of_month == month)).set_index("customer_id")
-    missing = ~scores["customer_id"].isin(rfm.index)
+    missing = ~_isin(scores["customer_id"], rfm.index)
     if missing.any():
         fresh = rfm_table(history, as_of.day, segment_map(warehouse)).set_index("customer_id")[RFM_FIELDS]
         rfm = pd.concat([rfm, fresh.loc[scores.loc[missing, "customer_id"]]])

@@ -49,6 +49,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import TableClause
 
 from customer_analytics.config import ConfigError, redact_url, validate_identifier
 from customer_analytics.resources.tables import metadata, partition_column
@@ -220,7 +221,13 @@ class Warehouse:
     def read_frame(self, statement, params: dict | None = None) -> pd.DataFrame:
         with self.connect() as connection:
             result = connection.execute(statement if not isinstance(statement, str) else text(statement), params or {})
-            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            names = list(result.keys())
+            rows = result.fetchall()
+        # Column by column: pandas inspecting each SQLAlchemy Row as a record costs more than the query.
+        columns = list(zip(*rows)) if rows else [() for _ in names]
+        frame = pd.DataFrame({index: list(values) for index, values in enumerate(columns)}, index=pd.RangeIndex(len(rows)))
+        frame.columns = names
+        return frame
 
     def scalar(self, statement, params: dict | None = None) -> Any:
         with self.connect() as connection:
@@ -333,28 +340,31 @@ class Replacement:
         if keep_existing_on_conflict:
             self._ignore_conflicts.add(table.name)
 
-    def replace_rows(self, table: Table, month: date, key_column: str, keys) -> None:
-        """Publishing will replace the `month` rows of `table` whose `key_column` is in `keys` by the staged rows.
-
-        The keys travel in a temporary table (bound parameters, any number of them), never as SQL text.
-        """
-        keys_table = self._stage_keys(key_column, keys)
-        self._delete(table, and_(table.c[partition_column(table)] == month,
-                                 table.c[key_column].in_(select(keys_table.c[key_column]))))
-        self._stage_table(table)
-
-    def _stage_keys(self, key_column: str, keys):
+    def stage_keys(self, key_column: str, keys) -> TableClause:
+        """A temporary table of distinct `keys` for `replace_rows`: bound values, any number, never SQL text."""
         name = f"keys__{self._token}_{len(self._key_tables)}"
+        wh = self.warehouse
         temp_schema = "pg_temp" if self.postgres else "temp"
-        # Explicit temporary schema: the engine's schema_translate_map must not move it into the warehouse schema.
-        self.connection.execute(text(f"CREATE TEMP TABLE {self.warehouse.quote(name)} ({self.warehouse.quote(key_column)} "
+        self.connection.execute(text(f"CREATE TEMP TABLE {wh.quote(name)} ({wh.quote(key_column)} "
                                      f"{String().compile(dialect=self.connection.dialect)} PRIMARY KEY)"))
-        self._key_tables.append(f"{temp_schema}.{self.warehouse.quote(name)}")
+        self._key_tables.append(f"{temp_schema}.{wh.quote(name)}")
+        # An explicit temporary schema: the engine's schema_translate_map must not move it into the warehouse schema.
         keys_table = table(name, column(key_column, String), schema=temp_schema)
-        values = [{key_column: str(k)} for k in dict.fromkeys(keys)]
-        if values:
-            self.connection.execute(insert(keys_table), values)
+        values = [str(k) for k in dict.fromkeys(keys)]
+        if self.postgres:
+            with self.connection.connection.driver_connection.cursor() as cursor:
+                with cursor.copy(f"COPY {temp_schema}.{wh.quote(name)} ({wh.quote(key_column)}) FROM STDIN") as copy:
+                    for value in values:
+                        copy.write_row((value,))
+        elif values:
+            self.connection.execute(insert(keys_table), [{key_column: v} for v in values])
         return keys_table
+
+    def replace_rows(self, table: Table, month: date, keys: TableClause) -> None:
+        """Publishing will replace the `month` rows of `table` whose key is in `keys` (from `stage_keys`) by the staged rows."""
+        key = next(iter(keys.columns))
+        self._delete(table, and_(table.c[partition_column(table)] == month, table.c[key.name].in_(select(key))))
+        self._stage_table(table)
 
     def _delete(self, table: Table, condition: ColumnElement) -> None:
         self._deletes.append((table, condition))
