@@ -3,11 +3,14 @@
 Builds `--months` months of synthetic events in which about `--customers` customers buy, loads
 and scores them (summaries, RFM, CLV, segments), then times `segment_rerun_job` — the job the
 sensor launches — in process, for every value segment and for a 10-customer forced rerun: the
-median of `--repeats` runs after a warm-up. Leaves the data in schema `--schema` with
-`--keep` (for a daemon-launched measurement, see the README).
+median of `--repeats` runs after a warm-up. With `--daemon` (PostgreSQL only) it then starts
+the real dagster-webserver and dagster-daemon on a throwaway instance (the end-to-end tests'
+harness), writes a rerun request per value segment with `customer-analytics request-rerun`,
+and reports the run's own duration and the time from request to SUCCESS, sensor interval
+included. `--keep` leaves the data in schema `--schema`.
 
     python -m benchmarks.segment_rerun --db postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        --customers 100000
+        --customers 100000 --daemon
 """
 
 from __future__ import annotations
@@ -63,6 +66,27 @@ def timed_run(warehouse: Warehouse, config: dict) -> float:
     return time.perf_counter() - started
 
 
+def through_daemon(warehouse: Warehouse, month: date, sizes: dict) -> None:
+    """Sensor-launched reruns through the real webserver + daemon (the end-to-end tests' harness)."""
+    from customer_analytics_tests.dagster_services import DagsterServices
+
+    print("\n| sensor-launched rerun | customers rescored | run start → end, s | request → SUCCESS, s |\n|---|---:|---:|---:|")
+    with DagsterServices(pg_url=warehouse.url, extra_env={"CUSTOMER_ANALYTICS_DB_SCHEMA": warehouse.schema}) as services:
+        services.warehouse_schema = warehouse.schema
+        try:
+            for count, segment in enumerate(SEGMENTS, start=1):
+                started = time.perf_counter()
+                services.cli("request-rerun", "--segment", segment, "--month", f"{month:%Y-%m}", "--by", "benchmark")
+                run = services.wait_for_runs("segment_rerun_job", count=count, timeout=180)[0]
+                status = services.wait_for_run(run["runId"], timeout=600)
+                waited = time.perf_counter() - started
+                (run,) = [r for r in services.runs("segment_rerun_job") if r["runId"] == run["runId"]]
+                print(f"| {segment} ({status}) | {sizes.get(segment, 0):,} | {run['endTime'] - run['startTime']:.1f} | "
+                      f"{waited:.1f} |", flush=True)
+        finally:
+            services.warehouse_schema = None  # the services must not drop the benchmark's schema
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", required=True, help="warehouse URL")
@@ -71,13 +95,15 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the schema afterwards")
+    parser.add_argument("--daemon", action="store_true", help="also time sensor-launched runs through the real daemon")
+    parser.add_argument("--reuse", action="store_true", help="reuse the data already in --schema (from --keep)")
     args = parser.parse_args()
     warehouse = Warehouse(args.db, args.schema)
-    if warehouse.dialect == "postgresql":
+    if warehouse.dialect == "postgresql" and not args.reuse:
         with warehouse.begin() as connection:
             connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {warehouse.quote(args.schema)} CASCADE")
     started = time.perf_counter()
-    month = build(warehouse, args.customers, args.months)
+    month = add_months(FIRST, args.months - 1) if args.reuse else build(warehouse, args.customers, args.months)
     scored = warehouse.scalar(select(func.count()).select_from(customer_clv).where(customer_clv.c.as_of_month == month))
     sizes = dict(warehouse.read_frame(select(customer_clv.c.segment, func.count()).where(customer_clv.c.as_of_month == month)
                                       .group_by(customer_clv.c.segment)).itertuples(index=False))
@@ -90,6 +116,8 @@ def main() -> None:
     for name, config, size in cases:
         runs = [timed_run(warehouse, config) for _ in range(args.repeats + 1)][1:]
         print(f"| {name} | {size:,} | {statistics.median(runs):.2f} |", flush=True)
+    if args.daemon:
+        through_daemon(warehouse, month, sizes)
     if warehouse.dialect == "postgresql" and not args.keep:
         with warehouse.begin() as connection:
             connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {warehouse.quote(args.schema)} CASCADE")
