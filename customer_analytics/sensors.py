@@ -96,6 +96,9 @@ def segment_rerun_sensor(context: dg.SensorEvaluationContext, warehouse: Warehou
     now = datetime.now(timezone.utc)
     open_requests = wh.read_frame(select(rerun_requests).where(rerun_requests.c.status.in_(OPEN_STATUSES))
                                   .order_by(rerun_requests.c.request_id))
+    # Forget requests no longer open (finished, rejected, or changed by hand).
+    open_ids = {str(int(i)) for i in open_requests["request_id"]}
+    cursor["asked"] = {key: at for key, at in cursor["asked"].items() if key in open_ids}
     run_requests, notes = [], []
     for row in open_requests.itertuples(index=False):
         request_id = int(row.request_id)
