@@ -140,10 +140,10 @@ def test_a_failure_while_publishing_changes_nothing(scored, monkeypatch):
     before = {t.name: rows(scored, t) for t in (customer_clv, customer_segments)}
     original = Warehouse.insert_frame
 
-    def failing(self, connection, target, table, frame):
+    def failing(self, connection, target, table, frame, **options):
         if table.name == "segment_migration":
             raise OSError("disk full")
-        return original(self, connection, target, table, frame)
+        return original(self, connection, target, table, frame, **options)
 
     monkeypatch.setattr(Warehouse, "insert_frame", failing)
     with pytest.raises(OSError, match="disk full"):

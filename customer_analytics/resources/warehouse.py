@@ -19,6 +19,7 @@ import hashlib
 import io
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -234,19 +235,24 @@ class Warehouse:
             return connection.execute(statement if not isinstance(statement, str) else text(statement), params or {}).scalar()
 
     # -- bulk writes -------------------------------------------------------------------
-    def insert_frame(self, connection: Connection, target: str, table: Table, frame: pd.DataFrame) -> None:
-        """Append rows to `target` (a quoted name) with `table`'s columns: COPY on PostgreSQL."""
+    def insert_frame(self, connection: Connection, target: str, table: Table, frame: pd.DataFrame, *,
+                     copier: "BackgroundCopier | None" = None) -> None:
+        """Append rows to `target` (a quoted name) with `table`'s columns: COPY on PostgreSQL.
+
+        With a `copier` the COPY runs on its thread while the caller goes on (the rows are
+        converted to Arrow first, so the caller may reuse `frame`).
+        """
         columns = [c.name for c in table.columns if c.name in frame.columns]
         if frame.empty:
             return
         arrow = frame_to_arrow(frame, table, columns)
         column_list = ", ".join(self.quote(c) for c in columns)
         if self.dialect == "postgresql":
-            buffer = io.BytesIO()
-            pacsv.write_csv(arrow, buffer, pacsv.WriteOptions(include_header=False))
-            with connection.connection.driver_connection.cursor() as cursor:
-                with cursor.copy(f"COPY {target} ({column_list}) FROM STDIN (FORMAT csv)") as copy:
-                    copy.write(buffer.getbuffer())
+            statement = f"COPY {target} ({column_list}) FROM STDIN (FORMAT csv)"
+            if copier is not None:
+                copier.submit(_copy_csv, connection, statement, arrow)
+            else:
+                _copy_csv(connection, statement, arrow)
         else:
             values = []
             for name in columns:
@@ -288,6 +294,46 @@ class Warehouse:
                 raise
 
 
+def _copy_csv(connection: Connection, statement: str, arrow: pa.Table) -> None:
+    buffer = io.BytesIO()
+    pacsv.write_csv(arrow, buffer, pacsv.WriteOptions(include_header=False))
+    with connection.connection.driver_connection.cursor() as cursor:
+        with cursor.copy(statement) as copy:
+            copy.write(buffer.getbuffer())
+
+
+class BackgroundCopier:
+    """COPYs on one background thread, so parsing the next chunk overlaps the database's work.
+
+    At most `depth` COPYs wait; `sync` waits for all and raises the first error. The
+    connection is used by one thread at a time: callers `sync` before using it themselves.
+    """
+
+    def __init__(self, depth: int = 2):
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy")
+        self._pending: list[Future] = []
+        self._depth = depth
+
+    def submit(self, function, *args) -> None:
+        while len(self._pending) >= self._depth:
+            self._pending.pop(0).result()
+        self._pending.append(self._executor.submit(function, *args))
+
+    def sync(self) -> None:
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        for error in errors:
+            if error is not None:
+                raise error
+
+    def close(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        with contextlib.suppress(BaseException):
+            self.sync()
+        self._executor.shutdown(wait=True)
+
+
 def lock_key(*parts: str) -> int:
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -307,6 +353,7 @@ class Replacement:
         self._order: list[Table] = []
         self._ignore_conflicts: set[str] = set()
         self._key_tables: list[str] = []
+        self._copier = BackgroundCopier() if warehouse.dialect == "postgresql" else None
         self._transaction = None
 
     @property
@@ -342,6 +389,7 @@ class Replacement:
 
     def stage_keys(self, key_column: str, keys) -> TableClause:
         """A temporary table of distinct `keys` for `replace_rows`: bound values, any number, never SQL text."""
+        self._sync()
         name = f"keys__{self._token}_{len(self._key_tables)}"
         wh = self.warehouse
         temp_schema = "pg_temp" if self.postgres else "temp"
@@ -372,11 +420,16 @@ class Replacement:
     def _stage_table(self, table: Table) -> str:
         if table.name in self._staging:
             return self._staging[table.name]
+        self._sync()
         wh = self.warehouse
         name = f"{table.name}__load_{self._token}"
         if self.postgres and table.name in self._partitions:
             staging = wh.qualified(name)
             self.connection.execute(text(f"CREATE TABLE {staging} (LIKE {wh.qualified(table.name)} INCLUDING DEFAULTS)"))
+            # Checked row by row while loading, and it spares ATTACH PARTITION its validation scan.
+            month = self._partitions[table.name].isoformat()
+            self.connection.execute(text(f"ALTER TABLE {staging} ADD CONSTRAINT {wh.quote(name + '_month')} "
+                                         f"CHECK ({wh.quote(partition_column(table))} = DATE '{month}')"))
         elif self.postgres:
             staging = wh.quote(name)
             self.connection.execute(
@@ -393,13 +446,19 @@ class Replacement:
         """Stage rows for `table` (declare what they replace first)."""
         if table.name not in self._staging:
             raise ValueError(f"declare what the rows of {table.name} replace before staging them")
-        self.warehouse.insert_frame(self.connection, self._staging[table.name], table, frame)
+        self.warehouse.insert_frame(self.connection, self._staging[table.name], table, frame, copier=self._copier)
+
+    def _sync(self) -> None:
+        """Wait for background COPYs before using the connection here."""
+        if self._copier is not None:
+            self._copier.sync()
 
     def append_select(self, table: Table, columns: list[str], select_sql: str, params: dict) -> int:
         """Stage the rows of a SQL query (`{...}` names in it are formatted with `Warehouse.qualified`)."""
         if table.name not in self._staging:
             raise ValueError(f"declare what the rows of {table.name} replace before staging them")
         column_list = ", ".join(self.warehouse.quote(c) for c in columns)
+        self._sync()
         result = self.connection.execute(
             text(f"INSERT INTO {self._staging[table.name]} ({column_list}) {select_sql}"),
             self.warehouse.sql_params(params),
@@ -408,6 +467,9 @@ class Replacement:
 
     def publish(self) -> None:
         wh = self.warehouse
+        self._sync()
+        if self._copier is not None:
+            self._copier.close()
         if not self.postgres:
             # Staging happened in TEMP tables; now take the write lock for a short transaction.
             self._transaction.commit()
@@ -445,11 +507,15 @@ class Replacement:
             self.connection.execute(text(f"ALTER TABLE {parent} DETACH PARTITION {child}"))
             self.connection.execute(text(f"DROP TABLE {child}"))
         self.connection.execute(text(f"ALTER TABLE {staging} RENAME TO {wh.quote(child_name)}"))
+        # ATTACH builds the child's indexes: give the sorts memory (this transaction only).
+        self.connection.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
         self.connection.execute(
             text(f"ALTER TABLE {parent} ATTACH PARTITION {child} FOR VALUES IN ('{month.isoformat()}')")
         )
 
     def abort(self) -> None:
+        if self._copier is not None:
+            self._copier.close()  # a COPY still running must end before the rollback
         if self._transaction is not None and self._transaction.is_active:
             self._transaction.rollback()
         if not self.postgres:
