@@ -1,0 +1,251 @@
+"""The performance benchmark: every figure of the pipeline beside its anchor, measured in one run.
+
+    python -m benchmarks.run --events 10000000 --customers 1000000 --months 12 \\
+        --db postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+Deterministic data (`benchmarks.events`), a scratch schema (dropped at the end), and for each
+figure the median of `--repeats` runs after a warm-up:
+
+| figure | the project | anchor |
+|---|---|---|
+| ingestion of one month | landing NDJSON → raw_events, all validation | PostgreSQL COPY of the same rows from CSV into an unindexed table |
+| nightly recompute of one month | every derived table of the month | one SQL GROUP BY customer_id over the summaries + one BG/NBD + Gamma-Gamma fit |
+| model fit | the project's fits | lifetimes 0.11.3 in a throwaway venv (`benchmarks.model_fit`) |
+| growth | recompute with 1, 6 and 12 months of history | month 1 |
+| memory | peak RSS of the process that ingests and recomputes the last month | 2 GB |
+
+The last month is ingested and recomputed in a child process, so its peak RSS is that work's
+alone (not the data generator's). Prints a Markdown table and writes the same as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from benchmarks.events import month_events, write_ndjson_files
+from customer_analytics.asof import AsOf, compute_clv, compute_rfm
+from customer_analytics.cohorts import compute_cohort_ltv, compute_ltv_summary
+from customer_analytics.config import add_months
+from customer_analytics.loading import load_events_month
+from customer_analytics.resources.warehouse import Warehouse
+from customer_analytics.segments import compute_segments
+from customer_analytics.summaries import summarize_month
+from customer_analytics.transforms.clv_scores import btyd_summary, fit_models
+
+FIRST = date(2024, 1, 1)
+TARGETS = {"ingestion": 0.5, "recompute": 2.0, "model_fit": 10.0, "growth": 1.3, "memory_gb": 2.0}
+BARE_SQL = """
+SELECT customer_id, SUM(purchases) AS purchases, SUM(revenue) AS revenue, SUM(purchase_days) AS purchase_days,
+       SUM(positive_days) AS positive_days, SUM(positive_day_revenue) AS positive_day_revenue,
+       MIN(first_purchase_date) AS first_purchase_date, MAX(last_purchase_date) AS last_purchase_date,
+       MIN(first_day_revenue) AS first_day_revenue
+FROM {summary}
+WHERE summary_month <= :month
+GROUP BY customer_id
+"""
+
+
+def median_of(function, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up call."""
+    samples = []
+    for index in range(repeats + 1):
+        started = time.perf_counter()
+        function()
+        if index:
+            samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def recompute(warehouse: Warehouse, month: date) -> None:
+    """Every derived table of one month, as the nightly run computes them."""
+    as_of = AsOf.for_month(month)
+    summarize_month(warehouse, month, as_of=as_of.instant)
+    compute_rfm(warehouse, as_of)
+    compute_clv(warehouse, as_of)
+    compute_segments(warehouse, month)
+    compute_cohort_ltv(warehouse, as_of)
+    compute_ltv_summary(warehouse, as_of)
+
+
+def bare_work(warehouse: Warehouse, month: date) -> None:
+    """The anchor: one GROUP BY over the month's summaries and one fit of both models."""
+    as_of = AsOf.for_month(month)
+    history = warehouse.read_frame(BARE_SQL.format(summary=warehouse.qualified("customer_month_summary")),
+                                   warehouse.sql_params({"month": month}))
+    fit_models(btyd_summary(history, as_of.day))
+
+
+def load(warehouse: Warehouse, landing: Path, month: date, last: date) -> int:
+    return load_events_month(warehouse, str(landing), month, first_month=FIRST, last_month=last).loaded
+
+
+def copy_anchor(url: str, csv_path: Path, columns: list[str]) -> None:
+    """COPY the CSV into a fresh unindexed table (text, timestamptz and numbers, as delivered)."""
+    types = {"event_timestamp": "timestamptz", "price": "double precision", "quantity": "bigint"}
+    definition = ", ".join(f'"{c}" {types.get(c, "text")}' for c in columns)
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS benchmark_copy_anchor")
+        connection.execute(f"CREATE TABLE benchmark_copy_anchor ({definition})")
+        with connection.cursor() as cursor, open(csv_path, "rb") as handle:
+            with cursor.copy("COPY benchmark_copy_anchor FROM STDIN (FORMAT csv)") as copy:
+                while data := handle.read(1 << 20):
+                    copy.write(data)
+        connection.execute("DROP TABLE benchmark_copy_anchor")
+
+
+def child(args) -> None:
+    """Ingest and recompute the last month (medians), then report them with this process's peak RSS."""
+    warehouse = Warehouse(args.db, args.schema)
+    month, last = date.fromisoformat(args.child_month), date.fromisoformat(args.child_month)
+    rows = load(warehouse, Path(args.landing), month, last)  # also the warm-up
+    samples = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        load(warehouse, Path(args.landing), month, last)
+        samples.append(time.perf_counter() - started)
+    ingestion = statistics.median(samples)
+    recompute_s = median_of(lambda: recompute(warehouse, month), args.repeats)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"rows": rows, "ingestion_s": ingestion, "recompute_s": recompute_s, "peak_rss_bytes": peak}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", required=True, help="PostgreSQL warehouse URL (a scratch schema is created and dropped)")
+    parser.add_argument("--events", type=int, default=10_000_000, help="events per month")
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--files", type=int, default=4, help="landing files per month")
+    parser.add_argument("--schema", default="ca_bench_run")
+    parser.add_argument("--json", default="benchmarks/results/run.json")
+    parser.add_argument("--skip-lifetimes", action="store_true", help="model fit without the lifetimes anchor")
+    parser.add_argument("--fit-customers", type=int, default=None, help="customers for the model-fit figure (default --customers)")
+    parser.add_argument("--child-month", help=argparse.SUPPRESS)
+    parser.add_argument("--landing", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_month:
+        return child(args)
+    if args.months < 1 or args.events < 1 or args.customers < 1:
+        parser.error("--events, --customers and --months must be positive")
+    warehouse = Warehouse(args.db, args.schema)
+    if warehouse.dialect != "postgresql":
+        parser.error("the anchors are PostgreSQL's COPY: --db must be a postgresql+psycopg:// URL")
+    with warehouse.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {warehouse.quote(args.schema)} CASCADE"))
+    months = [add_months(FIRST, index) for index in range(args.months)]
+    last = months[-1]
+    result: dict = {"started_at": datetime.now(timezone.utc).isoformat(), "events_per_month": args.events,
+                    "customers": args.customers, "months": args.months, "repeats": args.repeats,
+                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
+    recompute_times: dict[int, float] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="ca-bench-") as folder:
+            landing = Path(folder) / "landing"
+            for index, month in enumerate(months, start=1):
+                started = time.perf_counter()
+                frame = month_events(month, args.events, args.customers, seed=index)
+                write_ndjson_files(frame, landing / "events", files=args.files, stem=f"{month:%Y-%m}")
+                if month == last:
+                    csv_path = Path(folder) / "anchor.csv"
+                    frame.to_csv(csv_path, index=False, header=False)
+                    columns = list(frame.columns)
+                del frame
+                if month != last:
+                    load(warehouse, landing, month, last)
+                    recompute(warehouse, month)
+                    for path in (landing / "events").glob(f"{month:%Y-%m}-*.ndjson"):
+                        path.unlink()  # bounded disk: only the measured month stays
+                print(f"{month:%Y-%m}: prepared in {time.perf_counter() - started:.0f} s", flush=True)
+
+            print("anchor: COPY into an unindexed table", flush=True)
+            result["copy_s"] = median_of(lambda: copy_anchor(args.db, csv_path, columns), args.repeats)
+            print(f"project: ingestion + recompute of {last:%Y-%m} in a child process", flush=True)
+            done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--db", args.db, "--schema", args.schema,
+                                   "--repeats", str(args.repeats), "--child-month", last.isoformat(),
+                                   "--landing", str(landing)], check=True, stdout=subprocess.PIPE, text=True)
+            measured = json.loads(done.stdout.strip().splitlines()[-1])
+            result.update(measured)
+            recompute_times[args.months] = measured["recompute_s"]
+        # Growth: the same work for earlier months, on the same (full) warehouse.
+        for index in sorted({1, min(6, args.months)} - {args.months}):
+            print(f"growth: recompute of month {index}", flush=True)
+            recompute_times[index] = median_of(lambda m=months[index - 1]: recompute(warehouse, m), args.repeats)
+        print("anchor: bare work (GROUP BY + one fit)", flush=True)
+        result["bare_s"] = median_of(lambda: bare_work(warehouse, last), args.repeats)
+    finally:
+        with warehouse.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {warehouse.quote(args.schema)} CASCADE"))
+    result["recompute_by_history"] = recompute_times
+
+    from benchmarks import model_fit
+
+    fit = model_fit.run(args.fit_customers or args.customers, args.repeats, lifetimes=not args.skip_lifetimes)
+    result["model_fit"] = {"project_s": fit["project"]["seconds"]["total"],
+                           "lifetimes_s": (fit["lifetimes"] or {}).get("seconds", {}).get("total"),
+                           "params_agree": (fit["comparison"] or {}).get("params_agree")}
+    result["figures"] = figures(result, args)
+    print(markdown(result))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {args.json}")
+
+
+def figures(result: dict, args) -> list[dict]:
+    rows = result["rows"]
+    project_rate, copy_rate = rows / result["ingestion_s"], rows / result["copy_s"]
+    history = result["recompute_by_history"]
+    out = [
+        {"figure": f"ingestion of one month ({rows:,} rows)", "project": f"{project_rate:,.0f} rows/s ({result['ingestion_s']:.1f} s)",
+         "anchor": f"COPY {copy_rate:,.0f} rows/s ({result['copy_s']:.1f} s)", "ratio": project_rate / copy_rate,
+         "target": f"≥ {TARGETS['ingestion']}×", "met": project_rate / copy_rate >= TARGETS["ingestion"]},
+        {"figure": "nightly recompute of one month", "project": f"{result['recompute_s']:.1f} s",
+         "anchor": f"bare work {result['bare_s']:.1f} s", "ratio": result["recompute_s"] / result["bare_s"],
+         "target": f"≤ {TARGETS['recompute']}×", "met": result["recompute_s"] / result["bare_s"] <= TARGETS["recompute"]},
+    ]
+    fit = result["model_fit"]
+    if fit["lifetimes_s"]:
+        ratio = fit["lifetimes_s"] / fit["project_s"]
+        out.append({"figure": f"model fit, {args.fit_customers or args.customers:,} customers", "project": f"{fit['project_s']:.2f} s",
+                    "anchor": f"lifetimes {fit['lifetimes_s']:.2f} s", "ratio": ratio, "target": f"≥ {TARGETS['model_fit']}× faster, params to 3 s.f.",
+                    "met": ratio >= TARGETS["model_fit"] and bool(fit["params_agree"])})
+    if 1 in history and args.months in history and args.months > 1:
+        ratio = history[args.months] / history[1]
+        shown = ", ".join(f"month {k}: {v:.1f} s" for k, v in sorted(history.items()))
+        out.append({"figure": f"growth: recompute with {args.months} months of history vs 1", "project": shown, "anchor": "month 1",
+                    "ratio": ratio, "target": f"≤ {TARGETS['growth']}×", "met": ratio <= TARGETS["growth"]})
+    gigabytes = result["peak_rss_bytes"] / 1e9
+    out.append({"figure": "memory: peak RSS, ingest + recompute of the last month", "project": f"{gigabytes:.2f} GB",
+                "anchor": "—", "ratio": None, "target": f"≤ {TARGETS['memory_gb']} GB", "met": gigabytes <= TARGETS["memory_gb"]})
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = ["| figure | project | anchor | ratio | target | met? |", "|---|---|---|---|---|---|"]
+    for f in result["figures"]:
+        ratio = "—" if f["ratio"] is None else f"{f['ratio']:.2f}×"
+        lines.append(f"| {f['figure']} | {f['project']} | {f['anchor']} | {ratio} | {f['target']} | {'yes' if f['met'] else 'no'} |")
+    machine = result["machine"]
+    lines.append(f"\n{result['events_per_month']:,} events and {result['customers']:,} customers a month, {result['months']} months; "
+                 f"{machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}; medians of {result['repeats']} after a warm-up.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
