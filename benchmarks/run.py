@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--files", type=int, default=4, help="landing files per month")
     parser.add_argument("--schema", default="ca_bench_run")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch schema (e.g. to profile against it)")
     parser.add_argument("--json", default="benchmarks/results/run.json")
     parser.add_argument("--skip-lifetimes", action="store_true", help="model fit without the lifetimes anchor")
     parser.add_argument("--fit-customers", type=int, default=None, help="customers for the model-fit figure (default --customers)")
@@ -190,8 +191,9 @@ def main() -> None:
         print("anchor: bare work (GROUP BY + one fit)", flush=True)
         result["bare_s"] = median_of(lambda: bare_work(warehouse, last), args.repeats)
     finally:
-        with warehouse.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {warehouse.quote(args.schema)} CASCADE"))
+        if not args.keep:
+            with warehouse.begin() as connection:
+                connection.execute(text(f"DROP SCHEMA IF EXISTS {warehouse.quote(args.schema)} CASCADE"))
     result["recompute_by_history"] = recompute_times
 
     from benchmarks import model_fit
