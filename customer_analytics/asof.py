@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy import func, select
 
 from customer_analytics.resources.tables import (
@@ -44,6 +45,15 @@ ORDER BY agg.customer_id
 """
 
 
+HISTORY_TYPES = {
+    "customer_id": pa.string(), "purchases": pa.int64(), "revenue": pa.float64(), "purchase_days": pa.int64(),
+    "positive_days": pa.int64(), "positive_day_revenue": pa.float64(),
+    "first_purchase_at": pa.timestamp("us", tz="UTC"), "last_purchase_at": pa.timestamp("us", tz="UTC"),
+    "first_purchase_date": pa.date32(), "last_purchase_date": pa.date32(), "first_month": pa.date32(),
+    "first_day_revenue": pa.float64(),
+}
+
+
 @dataclass(frozen=True)
 class AsOf:
     month: date
@@ -58,10 +68,8 @@ class AsOf:
 
 def customer_history(warehouse: Warehouse, as_of: AsOf) -> pd.DataFrame:
     """One row per customer with a purchase before `as_of`, aggregated over the monthly summaries."""
-    frame = warehouse.read_frame(
-        HISTORY_SQL.format(summary=warehouse.qualified(customer_month_summary.name)),
-        warehouse.sql_params({"month": as_of.month}),
-    )
+    frame = warehouse.read_typed(HISTORY_SQL.format(summary=warehouse.qualified(customer_month_summary.name)),
+                                 {"month": as_of.month}, HISTORY_TYPES)
     for column in ("first_purchase_at", "last_purchase_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     for column in ("first_purchase_date", "last_purchase_date"):

@@ -132,3 +132,37 @@ def test_unreachable_database_message_hides_the_password():
         warehouse.check_connection()
     assert "s3cret-pw" not in str(raised.value) and "analyst:***@127.0.0.1" in str(raised.value)
     assert "s3cret-pw" not in redact_url("postgresql://analyst:s3cret-pw@host/db")
+
+
+def test_typed_reads_keep_values_nulls_and_types(warehouse):
+    import pyarrow as pa
+
+    sql = """
+    SELECT 'a,"b"' AS s, '' AS empty, CAST(NULL AS TEXT) AS missing, 3 AS n, 2.5 AS x,
+           '2025-03-01' AS d, :who AS who
+    """
+    types = {"s": pa.string(), "empty": pa.string(), "missing": pa.string(), "n": pa.int64(), "x": pa.float64(),
+             "d": pa.date32(), "who": pa.string()}
+    frame = warehouse.read_typed(sql, {"who": "x'); DROP TABLE raw_events; --"}, types)
+    row = frame.iloc[0]
+    assert (row["s"], row["empty"], row["n"], row["x"]) == ('a,"b"', "", 3, 2.5)
+    assert row["missing"] is None or row["missing"] != row["missing"]  # NULL stays NULL, not ""
+    assert str(row["d"])[:10] == "2025-03-01"
+    assert row["who"] == "x'); DROP TABLE raw_events; --", "bound as a value, never as SQL"
+
+
+@pytest.mark.postgres
+def test_typed_reads_of_timestamps_are_utc_whatever_the_session_time_zone(pg_warehouse):
+    import pyarrow as pa
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_warehouse.url).update_query_dict({"options": "-c TimeZone=Asia/Kolkata"})
+    kolkata = Warehouse(url.render_as_string(hide_password=False), pg_warehouse.schema)
+    try:
+        assert kolkata.scalar("SHOW TimeZone") == "Asia/Kolkata"
+        frame = kolkata.read_typed("SELECT CAST(:t AS TIMESTAMPTZ) AS t", {"t": "2025-03-01 12:00:00+00"},
+                                   {"t": pa.timestamp("us", tz="UTC")})
+    finally:
+        kolkata.engine.dispose()
+    assert frame["t"].iloc[0] == pd.Timestamp("2025-03-01 12:00:00", tz="UTC")

@@ -230,6 +230,28 @@ class Warehouse:
         frame.columns = names
         return frame
 
+    def read_typed(self, sql: str, params: dict, types: dict[str, pa.DataType]) -> pd.DataFrame:
+        """A large query's rows as a frame of the given column types.
+
+        On PostgreSQL the rows come through `COPY (query) TO STDOUT` as CSV parsed by pyarrow:
+        several times faster than building a Python object per value. Parameters are bound by
+        psycopg, never pasted into the SQL.
+        """
+        if self.dialect != "postgresql":
+            return self.read_frame(sql, self.sql_params(params))
+        compiled = text(sql).compile(dialect=self.engine.dialect)
+        values = compiled.construct_params(params)
+        buffer = io.BytesIO()
+        with self.connect() as connection:
+            with connection.connection.driver_connection.cursor() as cursor:
+                with cursor.copy(f"COPY ({compiled.string}) TO STDOUT (FORMAT csv, HEADER)", values) as copy:
+                    for data in copy:
+                        buffer.write(data)
+        buffer.seek(0)
+        table = pacsv.read_csv(buffer, convert_options=pacsv.ConvertOptions(
+            column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False))
+        return table.to_pandas()
+
     def scalar(self, statement, params: dict | None = None) -> Any:
         with self.connect() as connection:
             return connection.execute(statement if not isinstance(statement, str) else text(statement), params or {}).scalar()
