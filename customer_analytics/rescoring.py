@@ -41,6 +41,7 @@ from customer_analytics.resources.tables import (
     segment_migration,
 )
 from customer_analytics.resources.warehouse import Warehouse
+from customer_analytics.segments import segment_members
 from customer_analytics.transforms import segments as segment_transforms
 from customer_analytics.transforms.clv_scores import ClvFits, ClvSettings, btyd_summary, score_customers
 from customer_analytics.transforms.models import BgNbdParams, FitResult, GammaGammaParams
@@ -186,13 +187,7 @@ def _members(warehouse: Warehouse, month: date, history: pd.DataFrame, as_of: As
     the RFM figures the month's RFM would give them now.
     """
     columns = ["customer_id", "segment", "clv_score", "predicted_revenue_24m", *RFM_FIELDS, "country"]
-    stored = warehouse.read_frame(
-        select(customer_clv.c.customer_id, customer_clv.c.segment, customer_clv.c.clv_score,
-               customer_clv.c.predicted_revenue_24m, *(customer_rfm.c[name] for name in RFM_FIELDS), customer_profiles.c.country)
-        .join(customer_rfm, (customer_rfm.c.as_of_month == customer_clv.c.as_of_month)
-              & (customer_rfm.c.customer_id == customer_clv.c.customer_id))
-        .outerjoin(customer_profiles, customer_profiles.c.customer_id == customer_clv.c.customer_id)
-        .where(customer_clv.c.as_of_month == month))
+    stored = segment_members(warehouse, month)  # the nightly segment step's own query
     stored = stored[~_isin(stored["customer_id"], scores["customer_id"])]
     rfm = warehouse.read_frame(select(customer_rfm.c.customer_id, *(customer_rfm.c[name] for name in RFM_FIELDS))
                                .where(customer_rfm.c.as_of_month == month)).set_index("customer_id")

@@ -33,15 +33,20 @@ def pg_url() -> str:
     return _postgres_or_skip()
 
 
-def _fresh_postgres(url: str):
-    schema = f"ca_test_{uuid.uuid4().hex[:10]}"
-    warehouse = Warehouse(url, schema)
+def reachable_or_skip(warehouse: Warehouse) -> None:
+    """Skip when the server does not answer, except under CI=true, where that fails the test."""
     try:
         warehouse.check_connection()
     except WarehouseUnavailable as error:
         if IN_CI:
             pytest.fail(f"PostgreSQL unreachable under CI=true: {error}")
         pytest.skip(f"PostgreSQL unreachable: {error}")
+
+
+def _fresh_postgres(url: str):
+    schema = f"ca_test_{uuid.uuid4().hex[:10]}"
+    warehouse = Warehouse(url, schema)
+    reachable_or_skip(warehouse)
     return warehouse, schema
 
 

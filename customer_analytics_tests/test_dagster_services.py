@@ -16,8 +16,9 @@ from datetime import date
 import pytest
 from sqlalchemy import text
 
+from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.views import VIEW_NAMES
-from customer_analytics_tests.conftest import IN_CI, _postgres_or_skip
+from customer_analytics_tests.conftest import _postgres_or_skip, reachable_or_skip
 from customer_analytics_tests.dagster_services import DagsterServices
 
 pytestmark = [
@@ -44,15 +45,9 @@ query Materializations($path: [String!]!, $partitions: [String!]) {
 
 
 def _pg_reachable_or_skip(url: str) -> None:
-    from customer_analytics.resources.warehouse import Warehouse, WarehouseUnavailable
-
     warehouse = Warehouse(url, "public")
     try:
-        warehouse.check_connection()
-    except WarehouseUnavailable as error:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL unreachable under CI=true: {error}")
-        pytest.skip(f"PostgreSQL unreachable: {error}")
+        reachable_or_skip(warehouse)
     finally:
         warehouse.engine.dispose()
 
