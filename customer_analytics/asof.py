@@ -18,30 +18,22 @@ from sqlalchemy import func, select
 from customer_analytics.resources.tables import (
     clv_model_fits,
     customer_clv,
-    customer_month_summary,
     customer_rfm,
     rfm_segment_map,
 )
+from customer_analytics.resources.tables import customer_history as customer_history_table
 from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.summaries import month_as_of
 from customer_analytics.transforms.clv_scores import ClvFits, ClvSettings, btyd_summary, fit_models, score_customers
 from customer_analytics.transforms.rfm import DEFAULT_SEGMENT_MAP, SEGMENT_MAP_COLUMNS, rfm_table
 
+# One partition of customer_history: the running totals the summaries step keeps per customer.
 HISTORY_SQL = """
-WITH agg AS (
-    SELECT customer_id,
-           SUM(purchases) AS purchases, SUM(revenue) AS revenue, SUM(purchase_days) AS purchase_days,
-           SUM(positive_days) AS positive_days, SUM(positive_day_revenue) AS positive_day_revenue,
-           MIN(first_purchase_at) AS first_purchase_at, MAX(last_purchase_at) AS last_purchase_at,
-           MIN(first_purchase_date) AS first_purchase_date, MAX(last_purchase_date) AS last_purchase_date,
-           MIN(summary_month) AS first_month
-    FROM {summary}
-    WHERE summary_month <= :month
-    GROUP BY customer_id
-)
-SELECT agg.*, s.first_day_revenue
-FROM agg JOIN {summary} s ON s.customer_id = agg.customer_id AND s.summary_month = agg.first_month
-ORDER BY agg.customer_id
+SELECT customer_id, purchases, revenue, purchase_days, positive_days, positive_day_revenue,
+       first_purchase_at, last_purchase_at, first_purchase_date, last_purchase_date, first_month, first_day_revenue
+FROM {history}
+WHERE as_of_month = :month
+ORDER BY customer_id
 """
 
 
@@ -67,8 +59,8 @@ class AsOf:
 
 
 def customer_history(warehouse: Warehouse, as_of: AsOf) -> pd.DataFrame:
-    """One row per customer with a purchase before `as_of`, aggregated over the monthly summaries."""
-    frame = warehouse.read_typed(HISTORY_SQL.format(summary=warehouse.qualified(customer_month_summary.name)),
+    """One row per customer with a purchase before `as_of`: the month's `customer_history`."""
+    frame = warehouse.read_typed(HISTORY_SQL.format(history=warehouse.qualified(customer_history_table.name)),
                                  {"month": as_of.month}, HISTORY_TYPES)
     for column in ("first_purchase_at", "last_purchase_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")

@@ -6,8 +6,9 @@
   hundred rows, whatever the number of customers); `transforms.cohorts.cohort_table` does the
   period arithmetic.
 * `ltv_summary` is the average revenue of a customer's first 30 and 90 days. The window ends at
-  an exact instant (first purchase + N × 24 hours), so it reads the purchase events themselves
-  from `raw_events`, restricted to the months each customer's window spans.
+  an exact instant (first purchase + N × 24 hours); the summaries step keeps each customer's
+  window revenue in `customer_history` (from the purchase events themselves), so this is one
+  aggregate over the month's history.
 """
 
 from __future__ import annotations
@@ -19,24 +20,23 @@ import pandas as pd
 from customer_analytics.asof import AsOf, stamp_as_of
 from customer_analytics.resources.tables import cohort_ltv, ltv_summary
 from customer_analytics.resources.warehouse import Warehouse
+from customer_analytics.summaries import plus_days
 from customer_analytics.transforms.cohorts import GRANULARITIES, cohort_table
 
-# One row per cohort and month with purchases: the month summary holds one row per customer and month.
+# One row per cohort and month with purchases: the month summary holds one row per customer and
+# month, and the month's customer_history names each customer's cohort (first_month).
 MONTH_ACTIVITY_SQL = """
-WITH firsts AS (
-    SELECT customer_id, MIN(summary_month) AS cohort_start
-    FROM {month_summary}
-    WHERE summary_month <= :month
-    GROUP BY customer_id
-)
-SELECT f.cohort_start, s.summary_month AS period_start, COUNT(*) AS active_customers, SUM(s.revenue) AS revenue
-FROM {month_summary} s JOIN firsts f ON f.customer_id = s.customer_id
+SELECT h.first_month AS cohort_start, s.summary_month AS period_start, COUNT(*) AS active_customers,
+       SUM(s.revenue) AS revenue
+FROM {month_summary} s
+JOIN {history} h ON h.as_of_month = :month AND h.customer_id = s.customer_id
 WHERE s.summary_month <= :month
-GROUP BY f.cohort_start, s.summary_month
-ORDER BY f.cohort_start, s.summary_month
+GROUP BY h.first_month, s.summary_month
+ORDER BY h.first_month, s.summary_month
 """
 
 # A week spanning two months has a row in each month's partition: sum them per customer and week first.
+# The weekly cohort is the week of the first purchase date.
 WEEK_ACTIVITY_SQL = """
 WITH weeks AS (
     SELECT customer_id, week_start, SUM(revenue) AS revenue
@@ -44,7 +44,7 @@ WITH weeks AS (
     WHERE summary_month <= :month
     GROUP BY customer_id, week_start
 ), firsts AS (
-    SELECT customer_id, MIN(week_start) AS cohort_start FROM weeks GROUP BY customer_id
+    SELECT customer_id, {first_week} AS cohort_start FROM {history} WHERE as_of_month = :month
 )
 SELECT f.cohort_start, w.week_start AS period_start, COUNT(*) AS active_customers, SUM(w.revenue) AS revenue
 FROM weeks w JOIN firsts f ON f.customer_id = w.customer_id
@@ -52,65 +52,28 @@ GROUP BY f.cohort_start, w.week_start
 ORDER BY f.cohort_start, w.week_start
 """
 
-# Per customer: revenue of [first purchase, first + 30 d) and [first, first + 90 d), for the customers
-# whose window has closed by as_of; then the means. The join reads only the event months a window spans.
+# The history row of each customer carries the revenue of their first 30 / 90 days so far; a
+# customer counts once the window has closed by as_of.
 LTV_SUMMARY_SQL = """
-WITH firsts AS (
-    SELECT customer_id, MIN(first_purchase_at) AS first_at, MIN(summary_month) AS first_month
-    FROM {month_summary}
-    WHERE summary_month <= :month
-    GROUP BY customer_id
-), windows AS (
-    SELECT customer_id, first_at, first_month, {end_30} AS end_30, {end_90} AS end_90, {end_90_month} AS end_90_month
-    FROM firsts
-), per_customer AS (
-    SELECT w.customer_id,
-           CASE WHEN w.end_90 <= :as_of THEN 1 ELSE 0 END AS in_90,
-           COALESCE(SUM(CASE WHEN r.event_timestamp < w.end_30 THEN r.revenue ELSE 0 END), 0) AS revenue_30,
-           COALESCE(SUM(r.revenue), 0) AS revenue_90
-    FROM windows w
-    LEFT JOIN {raw_events} r
-      ON r.customer_id = w.customer_id
-     AND r.event_type = 'purchase'
-     AND r.event_month >= w.first_month AND r.event_month <= w.end_90_month AND r.event_month <= :month
-     AND r.event_timestamp >= w.first_at AND r.event_timestamp < w.end_90 AND r.event_timestamp < :as_of
-    WHERE w.end_30 <= :as_of
-    GROUP BY w.customer_id, w.end_90
-)
-SELECT COUNT(*) AS customers_30d, AVG(revenue_30) AS average_ltv_30d,
-       COALESCE(SUM(in_90), 0) AS customers_90d,
-       AVG(CASE WHEN in_90 = 1 THEN revenue_90 END) AS average_ltv_90d
-FROM per_customer
+SELECT SUM(CASE WHEN {end_30} <= :as_of THEN 1 ELSE 0 END) AS customers_30d,
+       AVG(CASE WHEN {end_30} <= :as_of THEN revenue_30d END) AS average_ltv_30d,
+       SUM(CASE WHEN {end_90} <= :as_of THEN 1 ELSE 0 END) AS customers_90d,
+       AVG(CASE WHEN {end_90} <= :as_of THEN revenue_90d END) AS average_ltv_90d
+FROM {history}
+WHERE as_of_month = :month
 """
-
-
-def _plus_days(warehouse: Warehouse, column: str, days: int) -> str:
-    """SQL for `column` (a UTC timestamp) + `days` × 24 hours, to the microsecond.
-
-    SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' and its date functions round to milliseconds (and
-    `datetime()` drops the fraction), so the whole seconds are shifted and the stored fraction is
-    put back. PostgreSQL adds hours, not days: a day interval follows the session's time zone
-    across daylight-saving changes.
-    """
-    if warehouse.dialect == "postgresql":
-        return f"({column} + interval '{days * 24} hours')"
-    return f"(datetime(substr({column}, 1, 19), '+{days} days') || substr({column}, 20))"
-
-
-def _month_of_plus_days(warehouse: Warehouse, column: str, days: int) -> str:
-    """SQL for the first day of the UTC month of `column` + `days` days (a DATE; text on SQLite)."""
-    if warehouse.dialect == "postgresql":
-        return f"CAST(date_trunc('month', ({column} + interval '{days * 24} hours') AT TIME ZONE 'UTC') AS DATE)"
-    return f"date(substr({column}, 1, 19), '+{days} days', 'start of month')"
 
 
 def cohort_activity_rows(warehouse: Warehouse, as_of: AsOf, granularity: str) -> pd.DataFrame:
     """One row per cohort and period with purchases (cohort_start, period_start, active_customers, revenue),
     aggregated in SQL from the month (week) summaries up to `as_of.month`."""
     if granularity == "month":
-        sql = MONTH_ACTIVITY_SQL.format(month_summary=warehouse.qualified("customer_month_summary"))
+        sql = MONTH_ACTIVITY_SQL.format(month_summary=warehouse.qualified("customer_month_summary"),
+                                        history=warehouse.qualified("customer_history"))
     elif granularity == "week":
-        sql = WEEK_ACTIVITY_SQL.format(week_summary=warehouse.qualified("customer_week_summary"))
+        sql = WEEK_ACTIVITY_SQL.format(week_summary=warehouse.qualified("customer_week_summary"),
+                                       history=warehouse.qualified("customer_history"),
+                                       first_week=warehouse.week_start("first_purchase_date"))
     else:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
     frame = warehouse.read_frame(sql, warehouse.sql_params({"month": as_of.month}))
@@ -131,13 +94,9 @@ def cohort_ltv_rows(warehouse: Warehouse, as_of: AsOf) -> pd.DataFrame:
 def ltv_summary_row(warehouse: Warehouse, as_of: AsOf) -> dict:
     """average_ltv_30d/90d and customers_30d/90d as of `as_of` (one SQL query)."""
     warehouse.ensure_tables()
-    sql = LTV_SUMMARY_SQL.format(
-        month_summary=warehouse.qualified("customer_month_summary"),
-        raw_events=warehouse.qualified("raw_events"),
-        end_30=_plus_days(warehouse, "first_at", 30),
-        end_90=_plus_days(warehouse, "first_at", 90),
-        end_90_month=_month_of_plus_days(warehouse, "first_at", 90),
-    )
+    sql = LTV_SUMMARY_SQL.format(history=warehouse.qualified("customer_history"),
+                                 end_30=plus_days(warehouse, "first_purchase_at", 30),
+                                 end_90=plus_days(warehouse, "first_purchase_at", 90))
     row = warehouse.read_frame(sql, warehouse.sql_params({"month": as_of.month, "as_of": as_of.instant})).iloc[0]
 
     def number(value):

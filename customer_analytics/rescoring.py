@@ -8,7 +8,7 @@ customers rescored are
   for it yet (new customers are always scored).
 
 Scores come from the month's model as stored in `clv_model_fits` (the same parameters, or the
-same heuristic), applied to the customers' current history in `customer_month_summary`;
+same heuristic), applied to the customers' current history in `customer_history`;
 `clv_score` is the percentile among every customer of the month. Exactly those customers' rows
 of `customer_clv` and `customer_segments` are replaced, and the month's `segment_metrics` and
 `segment_migration` are recomputed, all in one transaction; the rows of every other customer

@@ -11,12 +11,15 @@ from sqlalchemy import select
 from customer_analytics.asof import segment_map
 from customer_analytics.config import add_months
 from customer_analytics.resources.tables import (
+    customer_clv,
+    customer_profiles,
+    customer_rfm,
     customer_segments,
     segment_definitions,
     segment_metrics,
     segment_migration,
 )
-from customer_analytics.resources.warehouse import Warehouse
+from customer_analytics.resources.warehouse import Warehouse, arrow_types
 from customer_analytics.transforms import segments as transforms
 from customer_analytics.transforms.clv_scores import ClvSettings
 
@@ -38,9 +41,14 @@ class SegmentTables:
     migration: pd.DataFrame
 
 
+MEMBER_TYPES = arrow_types(customer_clv.c.customer_id, customer_clv.c.segment, customer_clv.c.clv_score,
+                           customer_clv.c.predicted_revenue_24m, customer_rfm.c.rfm_segment, customer_rfm.c.monetary,
+                           customer_rfm.c.recency_days, customer_rfm.c.frequency, customer_profiles.c.country)
+
+
 def segment_members(warehouse: Warehouse, month: date) -> pd.DataFrame:
     names = {name: warehouse.qualified(name) for name in ("customer_clv", "customer_rfm", "customer_profiles")}
-    return warehouse.read_frame(MEMBERS_SQL.format(**names), warehouse.sql_params({"month": month}))
+    return warehouse.read_typed(MEMBERS_SQL.format(**names), {"month": month}, MEMBER_TYPES)
 
 
 def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", computed_at: datetime | None = None) -> SegmentTables:
@@ -48,10 +56,9 @@ def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", com
     computed_at = computed_at or datetime.now(timezone.utc)
     warehouse.ensure_tables()
     members = segment_members(warehouse, month)
-    previous = warehouse.read_frame(
-        select(customer_segments.c.customer_id, customer_segments.c.segment)
-        .where(customer_segments.c.as_of_month == add_months(month, -1))
-    )
+    previous = warehouse.read_typed(
+        f"SELECT customer_id, segment FROM {warehouse.qualified(customer_segments.name)} WHERE as_of_month = :month",
+        {"month": add_months(month, -1)}, arrow_types(customer_segments.c.customer_id, customer_segments.c.segment))
     segments = transforms.customer_segments(members, previous)
     metrics = transforms.segment_metrics(members) if len(members) else pd.DataFrame(columns=[c.name for c in segment_metrics.columns])
     migration = transforms.segment_migration(segments)

@@ -1,28 +1,47 @@
-"""Per-customer-month summaries, computed in SQL where the events live.
+"""Per-customer-month summaries and the as-of customer history, computed in SQL where the events live.
 
-Every as-of table is derived from these summaries instead of from raw history, so the cost of
-a month stays flat as years of events pile up: a summary row per purchasing customer and
-month carries what RFM, BG/NBD, Gamma-Gamma and cohorts need (purchases, revenue, distinct
-purchase dates and their revenue, first/last purchase).
+Every as-of table is derived from these instead of from raw history, so the cost of a month
+stays flat as years of events pile up:
+
+* `customer_month_summary`: a row per purchasing customer and month with what RFM, BG/NBD,
+  Gamma-Gamma and cohorts need (purchases, revenue, distinct purchase dates and their revenue,
+  first/last purchase);
+* `customer_history`: a row per customer as of the end of the month, the running total of those
+  summaries plus the revenue of each customer's first 30 and 90 days. It is built as the
+  previous month's history plus this month's summaries, so its cost does not grow with the
+  months behind it; it is rebuilt in full from every summary when the previous month's history
+  is missing or stale.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+
+import pandas as pd
+
+from sqlalchemy import select
 
 from customer_analytics.config import add_months
-from customer_analytics.resources.tables import customer_month_summary, customer_week_summary
-from customer_analytics.resources.warehouse import Warehouse
+from customer_analytics.resources.tables import (
+    customer_history,
+    customer_history_builds,
+    customer_month_summary,
+    customer_week_summary,
+)
+from customer_analytics.resources.warehouse import Replacement, Warehouse
+
+# The month's purchases per customer and UTC date: one scan of raw_events for both summaries.
+PURCHASE_DAYS_SQL = """
+SELECT customer_id, event_date, COUNT(*) AS purchases, SUM(revenue) AS revenue,
+       MIN(event_timestamp) AS first_at, MAX(event_timestamp) AS last_at
+FROM {raw_events}
+WHERE event_month = :month AND event_type = 'purchase' AND event_timestamp < :as_of
+GROUP BY customer_id, event_date
+"""
 
 MONTH_SUMMARY_SQL = """
-WITH days AS (
-    SELECT customer_id, event_date, COUNT(*) AS purchases, SUM(revenue) AS revenue,
-           MIN(event_timestamp) AS first_at, MAX(event_timestamp) AS last_at
-    FROM {raw_events}
-    WHERE event_month = :month AND event_type = 'purchase' AND event_timestamp < :as_of
-    GROUP BY customer_id, event_date
-), firsts AS (
-    SELECT customer_id, MIN(event_date) AS first_date FROM days GROUP BY customer_id
+WITH firsts AS (
+    SELECT customer_id, MIN(event_date) AS first_date FROM {days} GROUP BY customer_id
 )
 SELECT :month, d.customer_id, SUM(d.purchases), SUM(d.revenue), COUNT(*),
        SUM(CASE WHEN d.revenue > 0 THEN 1 ELSE 0 END),
@@ -30,16 +49,109 @@ SELECT :month, d.customer_id, SUM(d.purchases), SUM(d.revenue), COUNT(*),
        MIN(d.first_at), MAX(d.last_at), MIN(d.event_date), MAX(d.event_date),
        SUM(CASE WHEN d.event_date = f.first_date THEN d.revenue ELSE 0 END),
        :as_of, :computed_at
-FROM days d JOIN firsts f ON f.customer_id = d.customer_id
+FROM {days} d JOIN firsts f ON f.customer_id = d.customer_id
 GROUP BY d.customer_id
 """
 
 WEEK_SUMMARY_SQL = """
-SELECT :month, customer_id, {week} AS week_start, COUNT(*), SUM(revenue)
-FROM {raw_events}
-WHERE event_month = :month AND event_type = 'purchase' AND event_timestamp < :as_of
+SELECT :month, customer_id, {week} AS week_start, SUM(purchases), SUM(revenue)
+FROM {days}
 GROUP BY customer_id, {week}
 """
+
+SUMMARY_COLUMNS = ("customer_id, summary_month, purchases, revenue, purchase_days, positive_days, positive_day_revenue, "
+                   "first_purchase_at, last_purchase_at, first_purchase_date, last_purchase_date, first_day_revenue")
+
+# The previous month's history plus this month's (staged) summaries. A customer's first purchase
+# is in the history row when there is one, so first_month and first_day_revenue come from it.
+HISTORY_INCREMENT_SQL = """
+WITH parts AS (
+    SELECT customer_id, 1 AS carried, purchases, revenue, purchase_days, positive_days, positive_day_revenue,
+           first_purchase_at, last_purchase_at, first_purchase_date, last_purchase_date, first_month,
+           first_day_revenue, revenue_30d, revenue_90d
+    FROM {history} WHERE as_of_month = :previous
+    UNION ALL
+    SELECT customer_id, 0, purchases, revenue, purchase_days, positive_days, positive_day_revenue,
+           first_purchase_at, last_purchase_at, first_purchase_date, last_purchase_date, summary_month,
+           first_day_revenue, 0, 0
+    FROM {month_summary}
+)
+SELECT :month, customer_id, SUM(purchases), SUM(revenue), SUM(purchase_days), SUM(positive_days),
+       SUM(positive_day_revenue), MIN(first_purchase_at), MAX(last_purchase_at), MIN(first_purchase_date),
+       MAX(last_purchase_date), MIN(first_month),
+       COALESCE(MAX(CASE WHEN carried = 1 THEN first_day_revenue END), MAX(first_day_revenue)),
+       SUM(revenue_30d), SUM(revenue_90d), :as_of, :computed_at
+FROM parts
+GROUP BY customer_id
+"""
+
+# Every summary up to the month: the earlier months' published rows and this month's staged ones.
+HISTORY_FULL_SQL = """
+WITH summaries AS (
+    SELECT {columns} FROM {published} WHERE summary_month < :month
+    UNION ALL
+    SELECT {columns} FROM {month_summary}
+), totals AS (
+    SELECT customer_id, SUM(purchases) AS purchases, SUM(revenue) AS revenue, SUM(purchase_days) AS purchase_days,
+           SUM(positive_days) AS positive_days, SUM(positive_day_revenue) AS positive_day_revenue,
+           MIN(first_purchase_at) AS first_purchase_at, MAX(last_purchase_at) AS last_purchase_at,
+           MIN(first_purchase_date) AS first_purchase_date, MAX(last_purchase_date) AS last_purchase_date,
+           MIN(summary_month) AS first_month
+    FROM summaries
+    GROUP BY customer_id
+)
+SELECT :month, t.customer_id, t.purchases, t.revenue, t.purchase_days, t.positive_days, t.positive_day_revenue,
+       t.first_purchase_at, t.last_purchase_at, t.first_purchase_date, t.last_purchase_date, t.first_month,
+       s.first_day_revenue, 0, 0, :as_of, :computed_at
+FROM totals t JOIN summaries s ON s.customer_id = t.customer_id AND s.summary_month = t.first_month
+"""
+
+# Adds the revenue of each customer's first 30 / 90 days found in the events of months
+# [:from_month, :month]. The windows end at exact instants, so this reads purchase events, and
+# only those of the months a window spans.
+WINDOW_REVENUE_SQL = """
+UPDATE {history} AS h
+SET revenue_30d = h.revenue_30d + w.add_30, revenue_90d = h.revenue_90d + w.add_90
+FROM (
+    SELECT c.customer_id,
+           SUM(CASE WHEN r.event_timestamp < {end_30} THEN r.revenue ELSE 0 END) AS add_30,
+           SUM(r.revenue) AS add_90
+    FROM {history} c
+    JOIN {raw_events} r
+      ON r.customer_id = c.customer_id
+     AND r.event_type = 'purchase'
+     AND r.event_month >= :from_month AND r.event_month <= :month
+     AND r.event_month >= c.first_month AND r.event_month <= {end_90_month}
+     AND r.event_timestamp >= c.first_purchase_at AND r.event_timestamp < {end_90} AND r.event_timestamp < :as_of
+    {candidates}
+    GROUP BY c.customer_id
+) w
+WHERE h.customer_id = w.customer_id
+"""
+
+
+def plus_days(warehouse: Warehouse, column: str, days: int) -> str:
+    """SQL for `column` (a UTC timestamp) + `days` × 24 hours, to the microsecond.
+
+    SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' and its date functions round to milliseconds (and
+    `datetime()` drops the fraction), so the whole seconds are shifted and the stored fraction is
+    put back. PostgreSQL adds hours, not days: a day interval follows the session's time zone
+    across daylight-saving changes.
+    """
+    if warehouse.dialect == "postgresql":
+        return f"({column} + interval '{days * 24} hours')"
+    return f"(datetime(substr({column}, 1, 19), '+{days} days') || substr({column}, 20))"
+
+
+def month_of_plus_days(warehouse: Warehouse, column: str, days: int) -> str:
+    """SQL for the first day of the UTC month of `column` + `days` days (a DATE; text on SQLite)."""
+    if warehouse.dialect == "postgresql":
+        return f"CAST(date_trunc('month', ({column} + interval '{days * 24} hours') AT TIME ZONE 'UTC') AS DATE)"
+    return f"date(substr({column}, 1, 19), '+{days} days', 'start of month')"
+
+
+def month_start(month: date) -> datetime:
+    return datetime(month.year, month.month, 1, tzinfo=timezone.utc)
 
 
 def month_as_of(month: date, now: datetime | None = None) -> datetime:
@@ -55,15 +167,75 @@ def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, compu
     warehouse.ensure_tables()
     params = {"month": month, "as_of": as_of, "computed_at": computed_at}
     raw = warehouse.qualified("raw_events")
-    with warehouse.replace(lock_name=f"customer_month_summary/{month:%Y-%m}") as replacement:
+    # Every month's summaries and history are built one at a time (one lock for all months), so a
+    # build sees every earlier month's history as it is and `built_at` orders the builds.
+    with warehouse.replace(lock_name="customer_history") as replacement:
         replacement.replace_partition(customer_month_summary, month)
         replacement.replace_partition(customer_week_summary, month)
+        days = replacement.temp_table("purchase_days", PURCHASE_DAYS_SQL.format(raw_events=raw), params)
         customers = replacement.append_select(
             customer_month_summary, [c.name for c in customer_month_summary.columns],
-            MONTH_SUMMARY_SQL.format(raw_events=raw), params,
+            MONTH_SUMMARY_SQL.format(days=days), params,
         )
         weeks = replacement.append_select(
             customer_week_summary, [c.name for c in customer_week_summary.columns],
-            WEEK_SUMMARY_SQL.format(raw_events=raw, week=warehouse.week_start("event_date")), params,
+            WEEK_SUMMARY_SQL.format(days=days, week=warehouse.week_start("event_date")), params,
         )
-    return {"customers": customers, "customer_weeks": weeks}
+        history = build_history(warehouse, replacement, month, as_of=as_of, computed_at=computed_at)
+    return {"customers": customers, "customer_weeks": weeks, **history}
+
+
+def extendable_history(warehouse: Warehouse, month: date) -> bool:
+    """Whether the previous month's customer_history can be extended by `month`'s summaries.
+
+    It must have been built as of the end of its month (not while that month was in progress)
+    and after every earlier month's history: a month rebuilt since then changed the totals it
+    carries. Call under the `customer_history` lock.
+    """
+    previous = add_months(month, -1)
+    builds = warehouse.read_frame(
+        select(customer_history_builds.c.as_of_month, customer_history_builds.c.built_at, customer_history_builds.c.as_of)
+        .where(customer_history_builds.c.as_of_month <= previous)
+    )
+    if builds.empty:
+        return False
+    builds["as_of_month"] = pd.to_datetime(builds["as_of_month"]).dt.date
+    for column in ("built_at", "as_of"):
+        builds[column] = pd.to_datetime(builds[column], utc=True, format="ISO8601")
+    last = builds[builds["as_of_month"] == previous]
+    if last.empty or last["as_of"].iloc[0] != pd.Timestamp(month_start(month)):
+        return False
+    return bool((builds["built_at"] <= last["built_at"].iloc[0]).all())
+
+
+def build_history(warehouse: Warehouse, replacement: Replacement, month: date, *, as_of: datetime,
+                  computed_at: datetime) -> dict:
+    """Stage `month`'s customer_history (after its summaries, in the same replacement)."""
+    incremental = extendable_history(warehouse, month)
+    staged_summary = replacement.staged(customer_month_summary)
+    replacement.analyze(staged_summary)
+    replacement.replace_partition(customer_history, month)
+    params = {"month": month, "previous": add_months(month, -1), "as_of": as_of, "computed_at": computed_at}
+    if incremental:
+        sql = HISTORY_INCREMENT_SQL.format(history=warehouse.qualified(customer_history.name), month_summary=staged_summary)
+    else:
+        sql = HISTORY_FULL_SQL.format(columns=SUMMARY_COLUMNS, published=warehouse.qualified(customer_month_summary.name),
+                                      month_summary=staged_summary)
+    customers = replacement.append_select(customer_history, [c.name for c in customer_history.columns], sql, params)
+    staged = replacement.staged(customer_history)
+    replacement.analyze(staged)
+    window = WINDOW_REVENUE_SQL.format(
+        history=staged, raw_events=warehouse.qualified("raw_events"),
+        end_30=plus_days(warehouse, "c.first_purchase_at", 30), end_90=plus_days(warehouse, "c.first_purchase_at", 90),
+        end_90_month=month_of_plus_days(warehouse, "c.first_purchase_at", 90),
+        # Extending: only windows still open at the month's start can gain revenue.
+        candidates="WHERE c.first_purchase_at >= :window_floor" if incremental else "",
+    )
+    replacement.execute(window, {**params, "from_month": month if incremental else date(1, 1, 1),
+                                 "window_floor": month_start(month) - timedelta(days=90)})
+    replacement.delete_where(customer_history_builds, customer_history_builds.c.as_of_month == month)
+    replacement.append(customer_history_builds, pd.DataFrame([{
+        "as_of_month": pd.Timestamp(month), "method": "incremental" if incremental else "full",
+        "built_at": pd.Timestamp(datetime.now(timezone.utc)), "as_of": pd.Timestamp(as_of), "customers": customers,
+    }]))
+    return {"history_customers": customers, "history_method": "incremental" if incremental else "full"}

@@ -58,7 +58,7 @@ def _materialize(warehouse, landing, selection, partition_key):
 
 # Re-deriving the summaries leaves raw_events (and rows inserted by hand) alone; selecting them gives
 # the run its partitions definition, which a selection of checks alone does not have.
-SUMMARIES = dg.AssetSelection.assets("customer_month_summary", "customer_week_summary")
+SUMMARIES = dg.AssetSelection.assets("customer_month_summary", "customer_week_summary", "customer_history")
 
 
 def _evaluations(result):
@@ -105,7 +105,7 @@ def test_a_cross_month_duplicate_fails_names_the_id_and_blocks_the_summaries(war
     # (the manifest says it holds no February record), so both months store e1.
     write_ndjson(landing / "events" / "2025-02-redelivery.ndjson", [event("e1", "c1", "2025-02-03 10:00:00")])
     _load(warehouse, landing, JAN)
-    result = _materialize(warehouse, landing, ["raw_events", "rejected_events", "customer_month_summary",
+    result = _materialize(warehouse, landing, ["raw_events", "rejected_events", "customer_month_summary", "customer_history",
                                                "customer_week_summary"], "2025-02")
     checks = _evaluations(result)
     duplicates = checks["no_duplicate_event_ids"]

@@ -11,7 +11,7 @@ from customer_analytics.resources import WarehouseResource
 from customer_analytics.transforms.cohorts import cumulative_revenue_never_falls
 
 GROUP = "cohorts"
-SUMMARIES = ["customer_month_summary", "customer_week_summary"]
+SUMMARIES = ["customer_month_summary", "customer_week_summary", "customer_history"]
 
 
 @dg.asset(
@@ -45,7 +45,7 @@ def cohort_ltv_asset(context: dg.AssetExecutionContext, warehouse: WarehouseReso
 
 
 @dg.asset(
-    name="ltv_summary", deps=[*SUMMARIES, "raw_events"], partitions_def=monthly_partitions, group_name=GROUP,
+    name="ltv_summary", deps=["customer_history"], partitions_def=monthly_partitions, group_name=GROUP,
     owners=OWNERS, kinds={"sql"}, metadata=table_spec_metadata(ltv_summary),
 )
 def ltv_summary_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource):

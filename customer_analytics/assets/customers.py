@@ -3,6 +3,7 @@
 from datetime import datetime, timezone
 
 import dagster as dg
+from pydantic import Field, model_validator
 
 from customer_analytics.asof import AsOf, compute_clv, compute_rfm
 from customer_analytics.assets.metadata import OWNERS, counter_table, markdown_table, table_spec_metadata
@@ -11,6 +12,7 @@ from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import (
     clv_model_fits,
     customer_clv,
+    customer_history,
     customer_month_summary,
     customer_rfm,
     customer_week_summary,
@@ -32,21 +34,33 @@ GROUP = "customers"
                      metadata=table_spec_metadata(customer_week_summary),
                      description="Purchases and revenue per customer and ISO week (Monday start) within the month, "
                                  "for weekly cohorts."),
+        dg.AssetSpec("customer_history", deps=["customer_month_summary", "raw_events"], group_name=GROUP, owners=OWNERS,
+                     kinds={"sql"}, metadata=table_spec_metadata(customer_history),
+                     description="One row per customer as of the end of the month: running totals of the monthly "
+                                 "summaries (purchases, revenue, purchase dates, first and last purchase, cohort month) "
+                                 "and the revenue of the customer's first 30 and 90 days. Built as the previous "
+                                 "month's history plus this month's summaries, so its cost does not grow with the "
+                                 "months behind it (rebuilt in full from every summary when the previous month's "
+                                 "history is missing or stale); RFM, CLV and cohorts read it."),
     ],
     partitions_def=monthly_partitions,
 )
 def customer_summaries(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    """Summarize one month of purchases per customer (and per customer-week)."""
+    """Summarize one month of purchases per customer (and per customer-week), then extend the customer history."""
     as_of = AsOf.for_month(partition_month(context.partition_key))
     counts = summarize_month(warehouse.get(), as_of.month, as_of=as_of.instant)
-    context.log.info(f"{context.partition_key}: {counts['customers']:,} purchasing customers, {counts['customer_weeks']:,} customer-weeks")
+    context.log.info(f"{context.partition_key}: {counts['customers']:,} purchasing customers, "
+                     f"{counts['customer_weeks']:,} customer-weeks, {counts['history_customers']:,} customers in the "
+                     f"history ({counts['history_method']} build)")
     yield dg.MaterializeResult(asset_key="customer_month_summary",
                                metadata={"dagster/row_count": counts["customers"], "as_of": as_of.instant.isoformat()})
     yield dg.MaterializeResult(asset_key="customer_week_summary", metadata={"dagster/row_count": counts["customer_weeks"]})
+    yield dg.MaterializeResult(asset_key="customer_history", metadata={"dagster/row_count": counts["history_customers"],
+                                                                       "build": counts["history_method"]})
 
 
 @dg.asset(
-    name="customer_rfm", deps=["customer_month_summary"], partitions_def=monthly_partitions, group_name=GROUP, owners=OWNERS,
+    name="customer_rfm", deps=["customer_history"], partitions_def=monthly_partitions, group_name=GROUP, owners=OWNERS,
     kinds={"pandas", "sql"}, metadata=table_spec_metadata(customer_rfm),
     check_specs=[dg.AssetCheckSpec("one_row_per_purchasing_customer", asset="customer_rfm"),
                  dg.AssetCheckSpec("scores_in_range", asset="customer_rfm")],
@@ -69,12 +83,31 @@ def customer_rfm_asset(context: dg.AssetExecutionContext, warehouse: WarehouseRe
 
 
 class ClvConfig(dg.Config):
-    """How CLV is scored; the defaults are documented in the README."""
+    """How CLV is scored; the defaults are documented in the README.
 
-    monthly_discount_rate: float = 0.01
-    high_score: int = 67
-    medium_score: int = 34
-    at_risk_churn: float = 0.5
+    Out-of-range values are refused, with the valid range named, as soon as a step reading this
+    config starts and before it writes anything (Dagster's launchpad checks only the types).
+    """
+
+    monthly_discount_rate: float = Field(
+        default=0.01, ge=0.0, lt=1.0,
+        description="Monthly discount rate of the 24-month predicted revenue: 0 <= rate < 1 (0.01 = 1 % a month).")
+    high_score: int = Field(
+        default=67, ge=1, le=100,
+        description="clv_score from which a customer is `high`: above medium_score, at most 100.")
+    medium_score: int = Field(
+        default=34, ge=0, le=99,
+        description="clv_score from which a customer is `medium`: at least 0, below high_score.")
+    at_risk_churn: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="churn_probability from which a customer is `at_risk`, whatever the score: 0 to 1.")
+
+    @model_validator(mode="after")
+    def _scores_in_order(self):
+        if not self.medium_score < self.high_score:
+            raise ValueError(f"medium_score ({self.medium_score}) must be below high_score ({self.high_score}): "
+                             "use 0 <= medium_score < high_score <= 100, e.g. 34 and 67")
+        return self
 
     def settings(self) -> ClvSettings:
         return ClvSettings(monthly_discount_rate=self.monthly_discount_rate, high_score=self.high_score,
@@ -83,14 +116,14 @@ class ClvConfig(dg.Config):
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("customer_clv", deps=["customer_month_summary"], group_name=GROUP, owners=OWNERS,
+        dg.AssetSpec("customer_clv", deps=["customer_history"], group_name=GROUP, owners=OWNERS,
                      kinds={"numpy", "scipy", "sql"}, metadata=table_spec_metadata(customer_clv),
                      description="Customer lifetime value as of the end of the month: BG/NBD purchases and "
                                  "Gamma-Gamma spend fitted by maximum likelihood on the month's as-of summary; "
                                  "24-month discounted predicted revenue, its percentile (clv_score), churn "
                                  "probability and value segment. Falls back to a documented heuristic (named "
                                  "in `model`) when a fit is impossible."),
-        dg.AssetSpec("clv_model_fits", deps=["customer_month_summary"], group_name=GROUP, owners=OWNERS,
+        dg.AssetSpec("clv_model_fits", deps=["customer_history"], group_name=GROUP, owners=OWNERS,
                      kinds={"scipy", "sql"}, metadata=table_spec_metadata(clv_model_fits),
                      description="The fitted BG/NBD (r, alpha in days, a, b) and Gamma-Gamma (p, q, gamma) "
                                  "parameters per month, with log-likelihoods and convergence."),

@@ -176,6 +176,40 @@ customer_week_summary = Table(
     **_partitioned("summary_month"),
 )
 
+customer_history = Table(
+    "customer_history",
+    metadata,
+    Column("as_of_month", Date, nullable=False, comment="Figures are as of the end of this month (the partition)."),
+    Column("customer_id", String, nullable=False, comment="Customer with at least one purchase before as_of."),
+    Column("purchases", BigInteger, nullable=False, comment="Purchase events before as_of."),
+    Column("revenue", Float, nullable=False, comment="Their revenue."),
+    Column("purchase_days", BigInteger, nullable=False, comment="Distinct UTC dates with a purchase."),
+    Column("positive_days", BigInteger, nullable=False, comment="Purchase dates whose revenue is > 0."),
+    Column("positive_day_revenue", Float, nullable=False, comment="Revenue of the positive purchase dates."),
+    Column("first_purchase_at", UTC_TIMESTAMP, nullable=False, comment="First purchase ever (UTC)."),
+    Column("last_purchase_at", UTC_TIMESTAMP, nullable=False, comment="Latest purchase before as_of (UTC)."),
+    Column("first_purchase_date", Date, nullable=False, comment="UTC date of first_purchase_at."),
+    Column("last_purchase_date", Date, nullable=False, comment="UTC date of last_purchase_at."),
+    Column("first_month", Date, nullable=False, comment="Month of the first purchase: the customer's monthly cohort."),
+    Column("first_day_revenue", Float, nullable=False, comment="Revenue on first_purchase_date."),
+    Column("revenue_30d", Float, nullable=False, comment="Revenue of purchases from first_purchase_at to 30 days (720 hours) later, before as_of."),
+    Column("revenue_90d", Float, nullable=False, comment="Revenue of purchases from first_purchase_at to 90 days (2,160 hours) later, before as_of."),
+    Column("as_of", UTC_TIMESTAMP, nullable=False, comment="Purchases before this instant count (next month's start; the run time for the month in progress)."),
+    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When this row was computed."),
+    PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_history_pkey"),
+    **_partitioned("as_of_month"),
+)
+
+customer_history_builds = Table(
+    "customer_history_builds",
+    metadata,
+    Column("as_of_month", Date, primary_key=True, comment="The customer_history partition built."),
+    Column("method", String, nullable=False, comment="'incremental' (previous month's history + this month's summaries) or 'full' (every summary up to the month)."),
+    Column("built_at", UTC_TIMESTAMP, nullable=False, comment="When it was built. Builds are serialized, so a history built before an earlier month's is stale and is never extended."),
+    Column("as_of", UTC_TIMESTAMP, nullable=False, comment="The history's as_of: only a history as of its month's end is extended."),
+    Column("customers", BigInteger, nullable=False, comment="Rows written."),
+)
+
 rfm_segment_map = Table(
     "rfm_segment_map",
     metadata,

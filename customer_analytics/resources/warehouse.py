@@ -75,6 +75,11 @@ def _arrow_type(column) -> pa.DataType:
     return pa.string()
 
 
+def arrow_types(*columns) -> dict[str, pa.DataType]:
+    """{name: Arrow type} of table columns, as `Warehouse.read_typed` wants them."""
+    return {column.name: _arrow_type(column) for column in columns}
+
+
 def frame_to_arrow(frame: pd.DataFrame, table: Table, columns: list[str]) -> pa.Table:
     """The frame's `columns`, typed as the table declares them (dates from datetimes, etc.)."""
     arrays = []
@@ -374,7 +379,7 @@ class Replacement:
         self._partitions: dict[str, date] = {}  # partitioned table name -> month swapped in
         self._order: list[Table] = []
         self._ignore_conflicts: set[str] = set()
-        self._key_tables: list[str] = []
+        self._key_tables: list[str] = []  # temporary tables dropped at the end
         self._copier = BackgroundCopier() if warehouse.dialect == "postgresql" else None
         self._transaction = None
 
@@ -388,6 +393,8 @@ class Replacement:
             # Always the same order, so two writers needing overlapping locks cannot deadlock.
             for name in sorted(set(self.lock_names)):
                 self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(self.warehouse.schema, name)})
+            # Aggregates over a month of a million customers must not spill to disk (the default is 4 MB).
+            self.connection.execute(text("SET LOCAL work_mem = '256MB'"))
 
     def replace_partition(self, table: Table, month: date) -> None:
         """Publishing will make the staged rows *all* of `table`'s `month` partition."""
@@ -487,6 +494,34 @@ class Replacement:
         )
         return result.rowcount
 
+    def temp_table(self, name: str, select_sql: str, params: dict) -> str:
+        """A temporary table of a query's rows for later statements of this replacement; returns its SQL name."""
+        self._sync()
+        temp_schema = "pg_temp" if self.postgres else "temp"
+        qualified = f"{temp_schema}.{self.warehouse.quote(f'{name}__{self._token}')}"
+        self.connection.execute(text(f"CREATE TEMP TABLE {self.warehouse.quote(f'{name}__{self._token}')} AS {select_sql}"),
+                                self.warehouse.sql_params(params))
+        self._key_tables.append(qualified)
+        self.analyze(qualified)
+        return qualified
+
+    def analyze(self, sql_name: str) -> None:
+        """Give the planner statistics on a staged or temporary table before querying it (PostgreSQL)."""
+        if self.postgres:
+            self._sync()
+            self.connection.execute(text(f"ANALYZE {sql_name}"))
+
+    def staged(self, table: Table) -> str:
+        """The SQL name of the table holding `table`'s staged rows, for queries over them before publishing."""
+        if table.name not in self._staging:
+            raise ValueError(f"nothing is staged for {table.name}")
+        return self._staging[table.name]
+
+    def execute(self, sql: str, params: dict) -> int:
+        """Run a statement on the replacement's connection, e.g. an UPDATE of staged rows (see `staged`)."""
+        self._sync()
+        return self.connection.execute(text(sql), self.warehouse.sql_params(params)).rowcount
+
     def publish(self) -> None:
         wh = self.warehouse
         self._sync()
@@ -528,6 +563,9 @@ class Replacement:
         if exists:
             self.connection.execute(text(f"ALTER TABLE {parent} DETACH PARTITION {child}"))
             self.connection.execute(text(f"DROP TABLE {child}"))
+        # A new partition has no statistics until autovacuum comes by; the next steps of the same run
+        # query it, and on a guess of a few rows the planner picks nested loops over a million.
+        self.connection.execute(text(f"ANALYZE {staging}"))
         self.connection.execute(text(f"ALTER TABLE {staging} RENAME TO {wh.quote(child_name)}"))
         # ATTACH builds the child's indexes: give the sorts memory (this transaction only).
         self.connection.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))

@@ -68,8 +68,9 @@ def rfm_table(history: pd.DataFrame, as_of_date: date, segment_map: pd.DataFrame
     """One row per customer of `history` (columns customer_id, first_purchase_at, last_purchase_at,
     last_purchase_date, purchases, revenue): the RFM figures, scores and segment."""
     out = pd.DataFrame({"customer_id": history["customer_id"].to_numpy()})
-    out["first_purchase_at"] = history["first_purchase_at"].to_numpy()
-    out["last_purchase_at"] = history["last_purchase_at"].to_numpy()
+    # .array keeps the time zone: to_numpy() would build a Timestamp object per value.
+    out["first_purchase_at"] = history["first_purchase_at"].array
+    out["last_purchase_at"] = history["last_purchase_at"].array
     last_date = pd.to_datetime(history["last_purchase_date"]).to_numpy("datetime64[D]")
     out["recency_days"] = (np.datetime64(as_of_date, "D") - last_date).astype("int64")
     out["frequency"] = history["purchases"].to_numpy().astype("int64")

@@ -52,7 +52,8 @@ def segment_metrics(customers: pd.DataFrame) -> pd.DataFrame:
                 avg_frequency=("frequency", "mean"),
             ).reset_index().rename(columns={column: "segment"})
             totals = scope.groupby("country").size() if by_country else None
-            frame["share"] = frame["customers"] / (frame["country"].map(totals) if by_country else len(scope))
+            # float64 even when no customer has a country (the map of an empty string column stays a string).
+            frame["share"] = frame["customers"] / (frame["country"].map(totals).astype("float64") if by_country else len(scope))
             if not by_country:
                 frame["country"] = None
             frame["segment_type"] = segment_type

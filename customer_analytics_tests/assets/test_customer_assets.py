@@ -17,7 +17,7 @@ def test_a_month_materializes_end_to_end_with_checks(warehouse, tmp_path):
     resources = {"warehouse": WarehouseResource(db_url=warehouse.url, db_schema=warehouse.schema),
                  "landing": LandingZone(landing_dir=str(landing))}
     result = dg.materialize(all_assets, partition_key="2025-01", resources=resources, instance=dg.DagsterInstance.ephemeral(),
-                            selection=["raw_events", "rejected_events", "customer_month_summary", "customer_week_summary",
+                            selection=["raw_events", "rejected_events", "customer_month_summary", "customer_week_summary", "customer_history",
                                        "customer_rfm", "customer_clv", "clv_model_fits"])
     assert result.success
     keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}

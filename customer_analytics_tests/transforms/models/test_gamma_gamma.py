@@ -217,11 +217,18 @@ def test_non_repeat_rows_are_ignored():
     assert padded.params == base.params
 
 
-def test_homogeneous_spend_levels_are_flagged():
-    # Every customer has the same nu: the MLE is q, gamma -> infinity (a boundary).
+def test_homogeneous_spend_levels_are_flagged_or_found_homogeneous():
+    # Every customer has the same nu = 0.4. The MLE runs towards the boundary q, gamma -> infinity,
+    # or, as sampling noise allows, stops at a large finite q: where L-BFGS-B stops on that flat
+    # ridge depends on the SciPy release. Either the fit says it did not converge, or it says
+    # what is true: spend rates with a tiny spread (CV of nu = 1/sqrt(q)) around 0.4.
     rng = np.random.default_rng(0)
     x = np.full(3000, 3.0)
     z = rng.gamma(3 * 6.0, 1 / (3 * 0.4), 3000)
     fit = fit_gamma_gamma(x, z)
-    assert not fit.converged
-    assert np.isnan(fit.params.q)
+    if fit.converged:
+        assert 1 / np.sqrt(fit.params.q) < 0.05
+        assert fit.params.q / fit.params.gamma == pytest.approx(0.4, rel=0.02)
+        assert fit.params.p == pytest.approx(6.0, rel=0.05)
+    else:
+        assert np.isnan(fit.params.q)
