@@ -1,6 +1,8 @@
 """`customer-analytics`: the project's command line.
 
-Bad arguments exit with status 2 and a message that says what is valid; nothing is written.
+Bad arguments (and bad settings in the environment) exit with status 2 and a message that says
+what is valid; nothing is written. Passwords come only from environment variables, never from
+arguments, and a database URL is only ever shown with its password masked.
 """
 
 from __future__ import annotations
@@ -9,11 +11,20 @@ import argparse
 import os
 import sys
 import time
+import unicodedata
 import warnings
 from datetime import date
 from pathlib import Path
 
-from customer_analytics.config import ConfigError, Settings, add_months, month_key, parse_month
+from customer_analytics.config import (
+    ConfigError,
+    Settings,
+    add_months,
+    month_key,
+    parse_month,
+    redact_url,
+    validate_identifier,
+)
 
 EXIT_USAGE = 2
 LOCAL_DAGSTER_HOME = "dagster_home"
@@ -26,6 +37,46 @@ concurrency:
   runs:
     max_concurrent_runs: 4
 """
+
+
+BI_PASSWORD_ENV = "CUSTOMER_ANALYTICS_BI_PASSWORD"
+DEFAULT_BI_ROLE = "bi_reader"
+# The privilege statements of sql/bi_readonly_role.sql (between its "privileges" markers), in the
+# same order, {role} and {schema} standing for its :"role" and :"schema"; both are filled in as
+# quoted identifiers by psycopg.sql. customer_analytics_tests/test_security.py checks they agree.
+BI_ROLE_PRIVILEGES = (
+    "REVOKE ALL ON SCHEMA {schema} FROM {role}",
+    "REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}",
+    "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL ON TABLES FROM {role}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL ON SEQUENCES FROM {role}",
+    "GRANT USAGE ON SCHEMA {schema} TO {role}",
+    "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {role}",
+)
+# The refusals of sql/bi_readonly_role.sql, same order and messages (a role that could already
+# do more than read, or whose privileges the revocations would take from the pipeline).
+BI_ROLE_CHECK = """
+SELECT CASE
+  WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %(schema)s)
+    THEN 'schema does not exist in this database: materialize the warehouse first, or name its schema'
+  WHEN %(role)s = current_user
+    THEN 'role is the warehouse user running this, which owns the tables: name a separate role'
+  WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles
+               WHERE rolname = %(role)s AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls))
+    THEN 'role exists with SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS: name a separate role'
+  WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.member
+               WHERE r.rolname = %(role)s)
+    THEN 'role exists and is a member of other roles, whose privileges it would keep: name a separate role'
+  WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+               WHERE n.nspname = %(schema)s AND r.rolname = %(role)s)
+    OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+               WHERE n.nspname = %(schema)s AND r.rolname = %(role)s)
+    THEN 'role owns the schema or objects in it: name a separate role'
+END
+"""
+_INGESTION_RESOURCE = "landing"
 
 
 class UsageError(Exception):
@@ -59,6 +110,44 @@ def _rate(text: str) -> float:
     return value
 
 
+def _role_arg(text: str) -> str:
+    try:
+        name = validate_identifier(text, what="role")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if name.lower().startswith("pg_") or name.lower() == "public":
+        raise argparse.ArgumentTypeError(f"role {text!r} is reserved: names starting with pg_ and the name public "
+                                         f"belong to PostgreSQL; use e.g. {DEFAULT_BI_ROLE}")
+    return name
+
+
+def _schema_arg(text: str) -> str:
+    try:
+        return validate_identifier(text, what="schema")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _plain_text(what: str, example: str):
+    """Free text that reaches the warehouse as a value (an id, a name): not blank, no control characters."""
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{what} is empty: give e.g. {example}")
+        if any(unicodedata.category(c) == "Cc" for c in text):
+            raise argparse.ArgumentTypeError(f"{what} {text!r} holds a control character (NUL, newline, escape…): "
+                                             f"give e.g. {example}")
+        return text.strip()
+    return check
+
+
+class _NoPasswordArgument(argparse.Action):
+    """`--password` is refused: argv is visible to other users (ps, /proc, shell history)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is not accepted: a password on the command line is visible to other users "
+                     f"(ps, shell history); set {BI_PASSWORD_ENV} in the environment instead")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="customer-analytics",
@@ -81,12 +170,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     rerun = commands.add_parser("request-rerun", help="ask for one value segment's CLV scores to be recomputed now")
     rerun.add_argument("--segment", required=True, help="high, medium, low or at_risk")
-    rerun.add_argument("--month", default=None, help="YYYY-MM with CLV scores (default: the latest scored month)")
+    rerun.add_argument("--month", type=_month_arg, default=None, help="YYYY-MM with CLV scores (default: the latest scored month)")
     rerun.add_argument("--customer", dest="customers", action="append", default=None, metavar="ID",
+                       type=_plain_text("--customer", "C000123"),
                        help="rescore only this customer (repeatable) instead of the whole segment")
-    rerun.add_argument("--by", dest="requested_by", default=None, help="who asks (default: $USER)")
+    rerun.add_argument("--by", dest="requested_by", default=None, type=_plain_text("--by", "ana"),
+                       help="who asks (default: $USER)")
 
     commands.add_parser("init-instance", help="create a local Dagster instance in DAGSTER_HOME (default ./dagster_home)")
+
+    bi = commands.add_parser(
+        "create-bi-role",
+        help="create (or reset) a read-only PostgreSQL role for BI tools on the warehouse schema",
+        description="USAGE on the schema, SELECT on its tables and views, and on those created later; nothing else. "
+                    f"Runs sql/bi_readonly_role.sql's statements as the warehouse user. The password, if any, is read "
+                    f"from {BI_PASSWORD_ENV}, never from the command line.",
+    )
+    bi.add_argument("--role", type=_role_arg, default=DEFAULT_BI_ROLE, help=f"role name (default {DEFAULT_BI_ROLE})")
+    bi.add_argument("--schema", type=_schema_arg, default=None,
+                    help="warehouse schema (default: CUSTOMER_ANALYTICS_DB_SCHEMA, else customer_analytics)")
+    bi.add_argument("--password", nargs="?", action=_NoPasswordArgument, help=argparse.SUPPRESS)
     return parser
 
 
@@ -113,6 +216,8 @@ def _run(parser, args) -> int:
         if args.command == "init-instance":
             print(f"Dagster instance: {ensure_dagster_home()}")
             return 0
+        if args.command == "create-bi-role":
+            return _create_bi_role(args)
     except (UsageError, ConfigError) as error:
         print(f"customer-analytics {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -120,10 +225,76 @@ def _run(parser, args) -> int:
     return EXIT_USAGE
 
 
+def _settings() -> Settings:
+    """The environment's settings, every one checked (the database URL too) before anything runs."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    settings = Settings.from_env()
+    valid = ("use e.g. sqlite:///data/warehouse.db or postgresql+psycopg://user@host:5432/db "
+             "(the password, if any, in the URL in the environment only)")
+    try:
+        parsed = make_url(settings.db_url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"CUSTOMER_ANALYTICS_DB_URL {redact_url(settings.db_url)!r} is not a database URL: {valid}") from None
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+        raise ConfigError(f"CUSTOMER_ANALYTICS_DB_URL names {parsed.drivername!r}: only sqlite and postgresql+psycopg "
+                          f"warehouses are supported; {valid}")
+    return settings
+
+
+def _check_writable_folder(path: Path, what: str) -> None:
+    """`path` is, or can be created as, a folder we may write: refused before anything is written."""
+    path = Path(path).absolute()
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{what} {path} is a file: give a folder (new or existing)")
+        existing = path
+    else:
+        existing = next(parent for parent in path.parents if parent.exists())
+        if not existing.is_dir():
+            raise UsageError(f"{what} {path} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path} cannot be written: no write permission on {existing}")
+
+
+def _check_dagster_home() -> None:
+    if os.environ.get("DAGSTER_HOME"):
+        _check_writable_folder(Path(os.environ["DAGSTER_HOME"]), "DAGSTER_HOME")
+
+
+def _sqlite_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _open_warehouse(settings: Settings, *, must_exist: bool, schema: str | None = None):
+    """The warehouse, connected; `must_exist` refuses a SQLite file that is not there rather than creating it."""
+    from customer_analytics.resources.warehouse import Warehouse, WarehouseUnavailable
+
+    database = _sqlite_file(settings.db_url)
+    if database is not None:
+        if must_exist and not database.is_file():
+            raise UsageError(f"the warehouse {redact_url(settings.db_url)} does not exist: run `customer-analytics "
+                             "materialize` first, or set CUSTOMER_ANALYTICS_DB_URL to the warehouse")
+        _check_writable_folder(database.parent, "the warehouse's folder")
+    try:
+        warehouse = Warehouse(settings.db_url, schema or settings.db_schema)
+        warehouse.check_connection()
+    except WarehouseUnavailable as error:
+        raise UsageError(f"{error}; set CUSTOMER_ANALYTICS_DB_URL to a reachable database") from None
+    return warehouse
+
+
 def _generate_sample(args) -> int:
     from customer_analytics.sample_data import generate_sample
 
-    start = args.start or Settings.from_env().start_month
+    start = args.start or _settings().start_month
+    _check_writable_folder(args.out, "--out")
     try:
         summary = generate_sample(args.out, customers=args.customers, start=month_key(start), months=args.months,
                                   seed=args.seed, bad_rate=args.bad_rate)
@@ -136,6 +307,7 @@ def _generate_sample(args) -> int:
 def ensure_dagster_home() -> Path:
     """DAGSTER_HOME, defaulting to ./dagster_home; a local instance YAML is written if it has none."""
     home = Path(os.environ.get("DAGSTER_HOME") or LOCAL_DAGSTER_HOME).resolve()
+    _check_writable_folder(home, "DAGSTER_HOME")
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML)
@@ -148,6 +320,7 @@ def ensure_dagster_home() -> Path:
 def _materialize(args) -> int:
     import dagster as dg
 
+    settings = _settings()  # first: the partitions below are built from the environment too
     from customer_analytics.definitions import customer_analytics_job, defs
     from customer_analytics.partitions import monthly_partitions
 
@@ -173,18 +346,25 @@ def _materialize(args) -> int:
             f"'raw_events+', 'group:ingestion'); assets are: {valid}"
         )
 
-    from customer_analytics.resources.warehouse import Warehouse, WarehouseUnavailable
-
-    settings = Settings.from_env()
-    try:
-        target = Warehouse(settings.db_url, settings.db_schema)
-        target.check_connection()
-    except WarehouseUnavailable as error:
-        raise UsageError(f"{error}; set CUSTOMER_ANALYTICS_DB_URL to a reachable database") from None
+    reads_landing = sorted(key.to_user_string() for key in selected
+                           if _INGESTION_RESOURCE in graph.get(key).assets_def.required_resource_keys)
+    if reads_landing and not Path(settings.landing_dir).is_dir():
+        # A mistyped folder would load as empty and replace every selected month with nothing.
+        raise UsageError(
+            f"landing folder {settings.landing_dir} (CUSTOMER_ANALYTICS_LANDING_DIR) does not exist, and "
+            f"{', '.join(reads_landing)} would load every selected month from it as empty: point "
+            "CUSTOMER_ANALYTICS_LANDING_DIR at the landing folder (or create it), or --select assets that do not read it"
+        )
+    _check_dagster_home()
+    target = _open_warehouse(settings, must_exist=False)
     print(f"warehouse: {target.describe()}")
 
     ensure_dagster_home()
-    instance = dg.DagsterInstance.get()
+    try:
+        instance = dg.DagsterInstance.get()
+    except Exception as error:  # an unreadable dagster.yaml: Dagster raises several types
+        raise UsageError(f"DAGSTER_HOME {os.environ['DAGSTER_HOME']} holds no usable Dagster instance: "
+                         f"{str(error).strip().splitlines()[0]}") from None
     job = defs.resolve_job_def(customer_analytics_job.name)
     partitioned = sorted((k for k in selected if graph.get(k).is_partitioned), key=lambda k: k.to_user_string())
     unpartitioned = [k for k in selected if not graph.get(k).is_partitioned]
@@ -233,13 +413,22 @@ def _materialize(args) -> int:
 
 
 def _request_rerun(args) -> int:
-    from customer_analytics.reruns import validate_request, write_request
-    from customer_analytics.resources.warehouse import Warehouse, WarehouseUnavailable
+    from sqlalchemy import inspect
 
-    settings = Settings.from_env()
+    from customer_analytics.reruns import VALUE_SEGMENTS, parse_customer_ids, validate_request, write_request
+    from customer_analytics.resources.warehouse import WarehouseUnavailable
+
+    if args.segment not in VALUE_SEGMENTS:
+        raise UsageError(f"unknown segment {args.segment!r}: valid segments are {', '.join(VALUE_SEGMENTS)}")
+    parse_customer_ids(args.customers)  # the request's own rules (size, characters), before any connection
+    settings = _settings()
+    warehouse = _open_warehouse(settings, must_exist=True)
+    with warehouse.connect() as connection:
+        # Checked here so that a refused request creates no table either.
+        scored = inspect(connection).has_table("customer_clv", schema=warehouse.schema if warehouse.dialect == "postgresql" else None)
+    if not scored:
+        raise UsageError(f"the warehouse {warehouse.describe()} has no CLV scores yet: materialize customer_clv first")
     try:
-        warehouse = Warehouse(settings.db_url, settings.db_schema)
-        warehouse.check_connection()
         request = validate_request(warehouse, args.segment, args.month, args.customers,
                                    args.requested_by or os.environ.get("USER"))
     except WarehouseUnavailable as error:
@@ -247,6 +436,55 @@ def _request_rerun(args) -> int:
     request_id = write_request(warehouse, request)
     scope = f"{len(request.customer_ids)} customer(s)" if request.customer_ids else f"segment {request.segment}"
     print(f"rerun request {request_id} pending: {scope}, month {month_key(request.as_of_month)}")
+    return 0
+
+
+def _create_bi_role(args) -> int:
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    settings = _settings()
+    schema = args.schema or settings.db_schema
+    password = os.environ.get(BI_PASSWORD_ENV) or None
+    if make_url(settings.db_url).get_backend_name() == "sqlite":
+        raise UsageError("a BI role needs a PostgreSQL warehouse, and CUSTOMER_ANALYTICS_DB_URL names SQLite, which has "
+                         "no roles: give BI readers a copy of the file, or point CUSTOMER_ANALYTICS_DB_URL at PostgreSQL")
+    warehouse = _open_warehouse(settings, must_exist=True, schema=schema)
+    names = {"role": sql.Identifier(args.role), "schema": sql.Identifier(schema)}
+    try:
+        with warehouse.begin() as connection:
+            driver = connection.connection.driver_connection
+            with driver.cursor() as cursor:
+                problem = cursor.execute(BI_ROLE_CHECK, {"role": args.role, "schema": schema}).fetchone()[0]
+                if problem:
+                    raise UsageError(f"refused for role {args.role} on schema {schema}: {problem}")
+                cursor.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (args.role,))
+                created = cursor.fetchone() is None
+                if created:
+                    cursor.execute(sql.SQL("CREATE ROLE {role} LOGIN").format(**names))
+                for statement in BI_ROLE_PRIVILEGES:
+                    cursor.execute(sql.SQL(statement).format(**names))
+                if password is not None:
+                    # Only the hash (SCRAM, or the server's password_encryption) leaves this process:
+                    # no statement log or pg_stat_activity ever holds the password itself.
+                    verifier = driver.pgconn.encrypt_password(password.encode(), args.role.encode(), None).decode()
+                    cursor.execute(sql.SQL("ALTER ROLE {role} PASSWORD {verifier}").format(
+                        verifier=sql.Literal(verifier), **names))
+                cursor.execute("SELECT c.relkind IN ('v', 'm') AS view, COUNT(*) FROM pg_catalog.pg_class c "
+                               "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                               "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition "
+                               "GROUP BY 1", (schema,))
+                counts = dict(cursor.fetchall())
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise UsageError(f"the warehouse user cannot do this ({str(error).strip().splitlines()[0]}): run it as the "
+                         "user that owns the warehouse tables, with CREATEROLE, or have an administrator apply "
+                         "sql/bi_readonly_role.sql") from None
+    login = ("password set from " + BI_PASSWORD_ENV) if password is not None else \
+        f"no password (set one in psql with \\password {args.role}, or rerun with {BI_PASSWORD_ENV} set)"
+    print(f"{'created' if created else 'reset'} read-only role {args.role} on {warehouse.describe()}: USAGE on schema "
+          f"{schema}, SELECT on its {counts.get(False, 0)} tables and {counts.get(True, 0)} views and on those created "
+          f"later; nothing else. LOGIN, {login}.")
     return 0
 
 

@@ -4,12 +4,13 @@ import enum
 from datetime import datetime, timezone
 
 import dagster as dg
+from pydantic import Field, field_validator
 from sqlalchemy import update
 
 from customer_analytics.assets.customers import ClvConfig
 from customer_analytics.assets.metadata import counter_table, markdown_table
 from customer_analytics.config import ConfigError, parse_month
-from customer_analytics.reruns import parse_customer_ids
+from customer_analytics.reruns import MAX_CUSTOMERS, parse_customer_ids
 from customer_analytics.rescoring import rescore
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import rerun_requests
@@ -28,12 +29,40 @@ class ValueSegment(enum.Enum):
 
 
 class SegmentRerunConfig(ClvConfig):
-    """Which month and segment to rescore; the CLV thresholds are the same settings as customer_clv's."""
+    """Which month and segment to rescore; the CLV thresholds are the same settings as customer_clv's.
+
+    A malformed month, an empty or control-character customer id, too many customers or a
+    request id below 1 is refused, with what is valid, when the op starts: before it writes anything.
+    """
 
     segment: ValueSegment
-    month: str  # YYYY-MM, a month with CLV scores
-    customer_ids: list[str] | None = None  # rescore these customers (plus new ones) instead of the whole segment
-    request_id: int | None = None  # the rerun_requests row this run serves, if any
+    month: str = Field(description="YYYY-MM, a month with CLV scores, e.g. 2025-03.")
+    customer_ids: list[str] | None = Field(
+        default=None,
+        description=f"Rescore these customers (plus new ones) instead of the whole segment; at most {MAX_CUSTOMERS:,}.")
+    request_id: int | None = Field(default=None, ge=1, description="The rerun_requests row this run serves, if any.")
+
+    @field_validator("month")
+    @classmethod
+    def _month_is_a_month(cls, value: str) -> str:
+        try:
+            parse_month(value, what="month")
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("customer_ids")
+    @classmethod
+    def _ids_are_plain_text(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not all(customer_id.strip() for customer_id in value):
+                raise ValueError("customer_ids holds an empty id: give ids as they appear in customer_id, e.g. C000123, "
+                                 "or leave customer_ids out to rescore the whole segment")
+            try:
+                parse_customer_ids(value)  # the rules a rerun request's list follows (control characters, size)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
+        return value
 
 
 @dg.op(

@@ -12,6 +12,11 @@ Records of other months are counted apart (`other_months`): their own partition 
 Which files a month reads: the `landing_files` manifest remembers, per file (name, size,
 modification time), which months it holds, so a month's load skips files that cannot
 contain it; new or changed files are always read.
+
+A file broken for good (corrupt gzip, unknown extension) is quarantined as record 0 and the
+other files load. A file that disappears or changes while it is read (an upload or rewrite in
+progress) stops the load instead (`LandingFileChanged`, naming it): nothing is replaced, so the
+month keeps its previous rows rather than losing those the file delivered before.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from sqlalchemy import and_, bindparam, or_
 
 from customer_analytics.config import month_key
 from customer_analytics.resources.landing import (
+    FileChangedWhileRead,
     LandingFile,
     RecordChunk,
     UnreadableFile,
+    clip_raw,
     list_files,
     read_records,
 )
@@ -85,6 +92,17 @@ def _reason_kind(reason: str) -> str:
     return "; ".join(kinds)
 
 
+def _storable(text: str) -> str:
+    """Quarantined text as both warehouses can hold it: NUL characters and lone surrogates as visible escapes."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 class _RejectSink:
     """Collects rejected records for one load, staging them in batches."""
 
@@ -109,11 +127,11 @@ class _RejectSink:
 
     def _append(self, source, source_file, record_number, raw_record, reason, *, event_month=None, event_id=None, customer_id=None):
         self.rows.append({
-            "source": source, "source_file": source_file, "record_number": int(record_number),
-            "raw_record": raw_record, "reason": reason, "rejected_at": self.started_at,
+            "source": source, "source_file": _storable(source_file), "record_number": int(record_number),
+            "raw_record": _storable(raw_record), "reason": _storable(reason), "rejected_at": self.started_at,
             "event_month": None if event_month is None or pd.isna(event_month) else pd.Timestamp(event_month),
-            "event_id": None if event_id is None or pd.isna(event_id) else str(event_id),
-            "customer_id": None if customer_id is None or pd.isna(customer_id) else str(customer_id),
+            "event_id": None if event_id is None or pd.isna(event_id) else _storable(clip_raw(str(event_id))),
+            "customer_id": None if customer_id is None or pd.isna(customer_id) else _storable(clip_raw(str(customer_id))),
             "run_id": self.run_id,
         })
         if len(self.rows) >= 50_000:
@@ -170,6 +188,22 @@ def load_events_month(
             unreadable[restart.file.name] = restart.reason
 
 
+class LandingFileChanged(RuntimeError):
+    """A landing file disappeared or changed while it was read: the load stops and replaces nothing.
+
+    Unlike a broken file (quarantined as record 0 while the other files load), this is a passing
+    state — an upload or rewrite in progress — and publishing without the file would drop rows
+    it delivered before; so the month keeps its previous contents until a rerun reads the file whole.
+    """
+
+    def __init__(self, scope: str, file: LandingFile, reason: str):
+        super().__init__(
+            f"{scope}: landing file {file.name} could not be read consistently: {reason}. Nothing was replaced "
+            "(the tables keep their previous contents); run again once the file is complete"
+        )
+        self.file_name, self.reason = file.name, reason
+
+
 class _RestartWithout(Exception):
     def __init__(self, file: LandingFile, reason: str):
         super().__init__(reason)
@@ -203,6 +237,8 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
                     scanned += chunk.records
                     _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, report, replacement,
                                 rejects, months_in_file, run_id, started_at)
+            except FileChangedWhileRead as error:
+                raise LandingFileChanged(key, file, str(error)) from None
             except UnreadableFile as error:
                 if staged_any:
                     raise _RestartWithout(file, str(error)) from None
@@ -332,6 +368,8 @@ def load_profiles(warehouse: Warehouse, landing_dir: str, *, run_id: str = "", s
                 # Profiles are small enough to validate a whole file before keeping any of it.
                 chunks = [(chunk, validate_profiles(chunk.fields.reset_index(drop=True)) if not chunk.fields.empty else None)
                           for chunk in read_records(file)]
+            except FileChangedWhileRead as error:
+                raise LandingFileChanged("profiles", file, str(error)) from None
             except UnreadableFile as error:
                 rejects.add_file(file, str(error))
                 continue

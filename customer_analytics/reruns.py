@@ -7,6 +7,7 @@ runs, so a bad segment, month or customer list is refused with the valid values 
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -47,6 +48,9 @@ def parse_customer_ids(value) -> tuple[str, ...] | None:
     ids = tuple(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
     if not ids:
         return None
+    for customer_id in ids:
+        if any(unicodedata.category(c) == "Cc" for c in customer_id):  # NUL, newlines, escapes: never an id
+            raise ConfigError(f"customer id {customer_id!r} holds a control character: give ids as they appear in customer_id")
     if len(ids) > MAX_CUSTOMERS:
         raise ConfigError(f"customer_ids lists {len(ids):,} customers: at most {MAX_CUSTOMERS:,} per request")
     return ids

@@ -162,6 +162,14 @@ def segment_rerun_failed(context: dg.RunFailureSensorContext, warehouse: Warehou
     request_id = _request_id(context.dagster_run)
     if request_id is not None:
         reason = context.failure_event.message if context.failure_event else "run failed"
+        # The failed step's own error, innermost cause (e.g. run config refused as the step started).
+        for record in context.instance.all_logs(context.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+            error = record.dagster_event.step_failure_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
+            if error is not None:
+                reason += " " + " ".join(error.message.split())[:500]
+                break
         mark_request(warehouse.get(), request_id, "failed", run_id=context.dagster_run.run_id,
                      message=f"run {context.dagster_run.run_id} failed: {reason}")
 

@@ -180,5 +180,6 @@ def test_bad_run_config_is_refused_before_anything_runs(scored):
         resources={"warehouse": WarehouseResource(db_url=scored.url, db_schema=scored.schema)})
     assert not result.success
     failure = result.failure_data_for_node("rescore_segment")
-    assert "use YYYY-MM" in failure.user_failure_data.description
+    # Refused while building the op's config, before its body runs: a framework error carrying the message.
+    assert "use YYYY-MM" in failure.error.to_string()
     assert (rows(scored, customer_clv)["run_id"] == "nightly").all()

@@ -25,8 +25,8 @@ Purchases are `event_type = 'purchase'`; their `revenue` is price × quantity (t
 
 REJECTED_EVENTS_DOC = """The quarantine: every landing record that could not be loaded, with its file, record number, raw text and reason.
 
-A whole file that cannot be read (corrupt gzip, unknown extension, changed while read) is one row with
-record_number 0. Rows for a month are replaced with that month's `raw_events`; records with no usable month are
+A whole file that cannot be read (corrupt gzip, unknown extension, damaged Parquet) is one row with
+record_number 0 (a file that changes while being read fails the run instead). Rows for a month are replaced with that month's `raw_events`; records with no usable month are
 kept per file. Profile records rejected by `customer_profiles` are here too (source = 'profiles')."""
 
 PROFILES_DOC = """One row per customer from the `profiles/` files: profile fields plus `location` from demographic rows.

@@ -67,6 +67,10 @@ class UnreadableFile(Exception):
     """The file as a whole cannot be read; the message says why in words."""
 
 
+class FileChangedWhileRead(UnreadableFile):
+    """The file disappeared or changed while it was read: a passing state (an upload, a rewrite), not a broken file."""
+
+
 @dataclass(frozen=True)
 class LandingFile:
     path: Path
@@ -121,15 +125,24 @@ def list_files(landing_dir: str | Path, source: str) -> list[LandingFile]:
         if any(part.startswith(".") for part in relative.parts) or not path.is_file():
             continue
         stat = path.stat()
-        found.append(LandingFile(path, relative.as_posix(), source, stat.st_size, stat.st_mtime_ns))
+        found.append(LandingFile(path, _readable_name(relative.as_posix()), source, stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda f: f.name)
+
+
+def _readable_name(name: str) -> str:
+    """A file name that is not UTF-8 (a Latin-1 upload) with its odd bytes as \\x.. escapes: text every table can hold."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def read_records(file: LandingFile, *, chunk_bytes: int = CHUNK_BYTES, chunk_rows: int = CHUNK_ROWS) -> Iterator[RecordChunk]:
     """Yield the file's records chunk by chunk; raise `UnreadableFile` if the file fails as a whole.
 
-    A file that changes size or disappears while it is read is unreadable too: its records
-    would be a mix of two versions.
+    A file that changes size or disappears while it is read raises `FileChangedWhileRead` (an
+    `UnreadableFile`): its records would be a mix of two versions.
     """
     if file.format is None:
         raise UnreadableFile(
@@ -146,19 +159,26 @@ def read_records(file: LandingFile, *, chunk_bytes: int = CHUNK_BYTES, chunk_row
                 else:
                     yield from _read_csv(stream, chunk_rows)
     except UnreadableFile:
+        _raise_if_changed(file)  # damage seen because the file was cut or rewritten under the reader
         raise
     except FileNotFoundError:
-        raise UnreadableFile("the file disappeared while it was being read") from None
+        raise FileChangedWhileRead("the file disappeared while it was being read") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        _raise_if_changed(file)
         raise UnreadableFile(f"not a readable gzip file ({error}); nothing from it was loaded") from None
     except OSError as error:
+        _raise_if_changed(file)
         raise UnreadableFile(f"could not read the file: {error}") from None
+    _raise_if_changed(file)
+
+
+def _raise_if_changed(file: LandingFile) -> None:
     try:
         after = file.path.stat()
     except FileNotFoundError:
-        raise UnreadableFile("the file disappeared while it was being read") from None
+        raise FileChangedWhileRead("the file disappeared while it was being read") from None
     if after.st_size != file.size or after.st_mtime_ns != file.modified_ns:
-        raise UnreadableFile(
+        raise FileChangedWhileRead(
             f"the file changed while it was being read ({file.size} → {after.st_size} bytes); "
             "nothing from it was loaded, the next run reads it again"
         )
@@ -209,9 +229,11 @@ def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]
             return
 
 
+_OVERSIZED = f"record longer than {MAX_RECORD_BYTES // (1024 * 1024)} MB: not parsed"
+
+
 def _oversized_record(head: bytes, line_number: int) -> RecordChunk:
-    error = RecordError(line_number, head[:RAW_TEXT_LIMIT].decode("utf-8", "backslashreplace") + "…",
-                        f"record longer than {MAX_RECORD_BYTES // (1024 * 1024)} MB: not parsed")
+    error = RecordError(line_number, head[:RAW_TEXT_LIMIT].decode("utf-8", "backslashreplace") + "…", _OVERSIZED)
     return RecordChunk(pd.DataFrame(), np.empty(0, np.int64), lambda idx: [], [error], records=1)
 
 
@@ -250,7 +272,8 @@ def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> RecordChun
         return [clip_raw(block[starts[i] : ends[i]].decode("utf-8", "backslashreplace").rstrip("\r")) for i in rows]
 
     fields = None
-    if _all_objects(block, starts, ends) and _is_utf8(block):
+    # A line over the record limit is refused wherever it falls, not only when it spans a whole read.
+    if (ends - starts).max(initial=0) <= MAX_RECORD_BYTES and _all_objects(block, starts, ends) and _is_utf8(block):
         fields = _ndjson_fast(block, source, len(lines))
     if fields is not None:
         return RecordChunk(fields, record_numbers, raw_text, records=len(lines))
@@ -301,6 +324,9 @@ def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> Recor
     errors: list[RecordError] = []
     for index in range(len(starts)):
         line = block[starts[index] : ends[index]]
+        if len(line) > MAX_RECORD_BYTES:
+            errors.append(RecordError(int(record_numbers[index]), raw_text([index])[0], _OVERSIZED))
+            continue
         try:
             text_line = line.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -317,6 +343,11 @@ def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> Recor
             errors.append(RecordError(int(record_numbers[index]), raw_text([index])[0],
                                       f"the line is a JSON {_json_kind(value)}, not an object with fields"))
             continue
+        broken = _unpaired_surrogates(value, line, source)
+        if broken:
+            errors.append(RecordError(int(record_numbers[index]), raw_text([index])[0],
+                                      f"not valid Unicode text: {', '.join(broken)} holds an unpaired surrogate escape (\\ud800–\\udfff)"))
+            continue
         records.append(value)
         kept.append(index)
     wanted = TEXT_FIELDS[source] + NUMBER_FIELDS[source]
@@ -330,6 +361,14 @@ def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> Recor
         return raw_text(kept_array[rows])
 
     return RecordChunk(fields, record_numbers[kept_array], kept_raw, errors, records=len(starts))
+
+
+def _unpaired_surrogates(value: dict, line: bytes, source: str) -> list[str]:
+    """Fields whose text holds a lone UTF-16 surrogate (a JSON escape such as \\ud800): no UTF-8 text can hold it."""
+    if b"\\ud" not in line.lower():
+        return []
+    return [name for name in TEXT_FIELDS[source] + NUMBER_FIELDS[source]
+            if isinstance(value.get(name), str) and _has_surrogates(value[name])]
 
 
 def _delivered(value):
@@ -381,6 +420,9 @@ def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
         tap.take()
         if row and any(value.strip() for value in row):
             header = [name.strip() for name in row]
+            if any(_has_surrogates(name) or "\x00" in name for name in header):
+                raise UnreadableFile("the CSV header is not UTF-8 text (a UTF-16 or Latin-1 export?): "
+                                     "its columns cannot be recognised; nothing from the file was loaded")
     rows: list[list[str]] = []
     numbers: list[int] = []
     raws: list[str] = []
@@ -449,7 +491,8 @@ def _read_parquet(file: LandingFile, chunk_rows: int) -> Iterator[RecordChunk]:
             with gzip.open(file.path, "rb") as stream:
                 source = pa.BufferReader(stream.read())
         else:
-            source = pa.memory_map(str(file.path), "r")
+            # Read, not memory-mapped: a mapped file cut short by another process kills this one (SIGBUS).
+            source = pa.OSFile(str(file.path), "r")
         parquet = pq.ParquetFile(source)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
         if isinstance(error, FileNotFoundError):
@@ -468,6 +511,8 @@ def _read_parquet(file: LandingFile, chunk_rows: int) -> Iterator[RecordChunk]:
             yield RecordChunk(frame, numbers, raw_text, records=batch.num_rows)
     except (pa.ArrowInvalid, pa.ArrowIOError) as error:
         raise UnreadableFile(f"the Parquet file is damaged after row {offset}: {error}; nothing from it was loaded") from None
+    finally:
+        source.close()
 
 
 def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
@@ -484,4 +529,12 @@ def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
         columns[name] = column
     if not columns:
         return pd.DataFrame(index=range(batch.num_rows))
-    return pa.table(columns).to_pandas()
+    frame = pa.table(columns).to_pandas()
+    for name, column in columns.items():
+        if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+            # pandas would take a delivered NaN for an absent value (a null): keep them apart, as for NDJSON.
+            nan = pc.fill_null(pc.is_nan(column), False).to_numpy(zero_copy_only=False)
+            values = frame[name].astype(object).where(frame[name].notna(), None)
+            values[nan] = JsonNonFinite("NaN")
+            frame[name] = values
+    return frame

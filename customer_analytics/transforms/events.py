@@ -7,6 +7,8 @@ Rules (the README's data contract):
   number ≥ 0 and at most `MAX_AMOUNT`; a quantity, when given, is a whole number ≥ 0 and at
   most `MAX_QUANTITY`; a purchase without a quantity bought one unit.
 * `revenue` = price × quantity for purchases, 0 for every other event.
+* Text holds no NUL character, and `event_id` / `customer_id` are at most `MAX_ID_LENGTH`
+  characters: PostgreSQL could not store or index them, so both warehouses refuse them alike.
 * A legacy transaction is a purchase of one unit at `transaction_amount`; its id is
   `txn-<digest of the file name>-<record number>`, stable across reruns and distinct for
   identical rows.
@@ -23,6 +25,7 @@ from customer_analytics.transforms.fields import (
     Reasons,
     date_of,
     field_values,
+    holds_nul,
     month_of,
     number_column,
     shown,
@@ -33,6 +36,9 @@ from customer_analytics.transforms.fields import (
 PURCHASE = "purchase"
 MAX_AMOUNT = 1e10  # a price or amount above ten billion is a unit or typing error
 MAX_QUANTITY = 1_000_000
+# Ids are indexed: a B-tree entry must fit in a third of a PostgreSQL page (2,704 bytes), and a
+# character takes up to 4 bytes in UTF-8. Real ids are far shorter; longer ones are garbage.
+MAX_ID_LENGTH = 500
 OPTIONAL_TEXT = ("session_id", "page_url", "product_id", "category_id", "device_type", "country", "referrer", "user_agent")
 EVENT_COLUMNS = (
     "event_id", "customer_id", "event_type", "event_timestamp", "event_month", "event_date",
@@ -40,11 +46,19 @@ EVENT_COLUMNS = (
 )
 
 
-def _required_text(fields, name, reasons: Reasons) -> pd.Series:
+def _required_text(fields, name, reasons: Reasons, *, max_length: int | None = None) -> pd.Series:
     text, wrong = text_column(field_values(fields, name))
     reasons.add(wrong, f"{name} must be text, not a JSON object, array or boolean")
     reasons.add(text.isna() & ~wrong, f"missing {name}")
+    _storable(text, name, reasons)
+    if max_length is not None:
+        reasons.add((text.str.len() > max_length).fillna(False), f"{name} is longer than {max_length:,} characters")
     return text
+
+
+def _storable(text: pd.Series, name: str, reasons: Reasons) -> None:
+    """Text PostgreSQL cannot hold (a NUL character) is refused on every warehouse alike."""
+    reasons.add(holds_nul(text), f"{name} contains a NUL character (\\x00), which the warehouse cannot store")
 
 
 def _timestamp(fields, name, reasons: Reasons) -> pd.Series:
@@ -69,13 +83,14 @@ def validate_events(fields: pd.DataFrame) -> pd.DataFrame:
     """Typed event rows (`EVENT_COLUMNS`) plus `reject_reason` (None for loadable rows)."""
     reasons = Reasons(fields.index)
     out = pd.DataFrame(index=fields.index)
-    out["event_id"] = _required_text(fields, "event_id", reasons)
-    out["customer_id"] = _required_text(fields, "customer_id", reasons)
+    out["event_id"] = _required_text(fields, "event_id", reasons, max_length=MAX_ID_LENGTH)
+    out["customer_id"] = _required_text(fields, "customer_id", reasons, max_length=MAX_ID_LENGTH)
     out["event_type"] = _required_text(fields, "event_type", reasons)
     stamps = _timestamp(fields, "event_timestamp", reasons)
     for name in OPTIONAL_TEXT:
         text, wrong = text_column(field_values(fields, name))
         reasons.add(wrong, f"{name} must be text, not a JSON object, array or boolean")
+        _storable(text, name, reasons)
         out[name] = text
 
     is_purchase = (out["event_type"] == PURCHASE).fillna(False).astype(bool)
@@ -109,7 +124,7 @@ def validate_transactions(fields: pd.DataFrame, source_file: str, record_numbers
     out = pd.DataFrame(index=fields.index)
     digest = transaction_file_digest(source_file)
     out["event_id"] = pd.Series([f"txn-{digest}-{n}" for n in record_numbers], index=fields.index, dtype="string")
-    out["customer_id"] = _required_text(fields, "customer_id", reasons)
+    out["customer_id"] = _required_text(fields, "customer_id", reasons, max_length=MAX_ID_LENGTH)
     out["event_type"] = pd.Series(PURCHASE, index=fields.index, dtype="string")
     stamps = _timestamp(fields, "transaction_date", reasons)
     amount, present = _amount(field_values(fields, "transaction_amount"), "transaction_amount", reasons)

@@ -12,6 +12,7 @@ import numbers
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 
 class JsonNonFinite:
@@ -144,12 +145,47 @@ def timestamp_column(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series
     if pd.api.types.is_datetime64_any_dtype(values):
         stamps = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
         present = stamps.notna()
-        return stamps.astype("datetime64[us, UTC]"), present, pd.Series(False, index=values.index)
+        stamps, outside = _calendar_years(stamps.astype("datetime64[us, UTC]"))
+        return stamps, present, outside
     text, wrong_type = text_column(values)
     stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     present = text.notna() | wrong_type
+    stamps, _outside = _calendar_years(stamps.astype("datetime64[us, UTC]"))
     invalid = present & stamps.isna()
-    return stamps.astype("datetime64[us, UTC]"), present, invalid
+    return stamps, present, invalid
+
+
+_FIRST_INSTANT = np.datetime64("0001-01-01T00:00:00", "us")
+_LAST_INSTANT = np.datetime64("9999-12-31T23:59:59.999999", "us")
+
+
+def _calendar_years(stamps: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Timestamps outside the years 1–9999 (e.g. year 0, which ISO 8601 parsing accepts) as NaT, and where they were.
+
+    Neither Python's datetime nor the warehouse's date types hold them: formatting the month of
+    year 0 raised, and PostgreSQL refuses it.
+    """
+    instants = stamps.to_numpy(dtype="datetime64[us]")
+    outside = ~np.isnat(instants) & ((instants < _FIRST_INSTANT) | (instants > _LAST_INSTANT))
+    if not outside.any():
+        return stamps, pd.Series(False, index=stamps.index)
+    return stamps.mask(outside), pd.Series(outside, index=stamps.index)
+
+
+def holds_nul(text: pd.Series) -> pd.Series:
+    """Mask of the values holding a NUL character (which PostgreSQL text cannot store).
+
+    The column's bytes are scanned first (memchr speed): a clean column, the usual case, costs
+    next to nothing.
+    """
+    array = text.array
+    if hasattr(array, "__arrow_array__"):
+        arrow = pa.array(array)
+        chunks = arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]
+        data = [chunk.buffers()[2] for chunk in chunks if pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)]
+        if len(data) == len(chunks) and all(buffer is None or buffer.to_pybytes().find(b"\x00") < 0 for buffer in data):
+            return pd.Series(False, index=text.index)
+    return text.str.contains("\x00", regex=False).fillna(False).astype(bool)
 
 
 def month_of(stamps: pd.Series) -> pd.Series:
