@@ -14,6 +14,7 @@ from customer_analytics.reruns import MAX_CUSTOMERS, parse_customer_ids
 from customer_analytics.rescoring import rescore
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import rerun_requests
+from customer_analytics.retries import retry_on_lost_connection
 
 REQUEST_TAG = "customer_analytics/rerun_request"
 SEGMENT_TAG = "customer_analytics/segment"
@@ -71,6 +72,7 @@ class SegmentRerunConfig(ClvConfig):
                 "scored for the month, with the month's fitted CLV model; replace exactly their customer_clv and "
                 "customer_segments rows and recompute segment_metrics and segment_migration, in one transaction.",
 )
+@retry_on_lost_connection
 def rescore_segment(context: dg.OpExecutionContext, config: SegmentRerunConfig, warehouse: WarehouseResource):
     wh = warehouse.get()
     if config.request_id is not None:

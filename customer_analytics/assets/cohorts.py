@@ -8,6 +8,7 @@ from customer_analytics.charts import cohort_heatmap_png, png_markdown
 from customer_analytics.cohorts import cohort_ltv, compute_cohort_ltv, compute_ltv_summary, ltv_summary
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.resources import WarehouseResource
+from customer_analytics.retries import retry_on_lost_connection
 from customer_analytics.transforms.cohorts import cumulative_revenue_never_falls
 
 GROUP = "cohorts"
@@ -20,6 +21,7 @@ SUMMARIES = ["customer_month_summary", "customer_week_summary", "customer_histor
     check_specs=[dg.AssetCheckSpec("cumulative_revenue_never_falls", asset="cohort_ltv",
                                    description="Within each cohort, cumulative revenue does not decrease from one period to the next.")],
 )
+@retry_on_lost_connection
 def cohort_ltv_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Customers grouped by the month (and, separately, the week) of their first purchase, followed period by
     period up to the end of the month: how many of them bought again in each period and how much revenue the
@@ -48,6 +50,7 @@ def cohort_ltv_asset(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     name="ltv_summary", deps=["customer_history"], partitions_def=monthly_partitions, group_name=GROUP,
     owners=OWNERS, kinds={"sql"}, metadata=table_spec_metadata(ltv_summary),
 )
+@retry_on_lost_connection
 def ltv_summary_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Early customer value as of the end of the month: the average revenue a customer brings in during the 30
     and the 90 days from their first purchase (that purchase included), over the customers whose first 30

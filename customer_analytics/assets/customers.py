@@ -17,6 +17,7 @@ from customer_analytics.resources.tables import (
     customer_rfm,
     customer_week_summary,
 )
+from customer_analytics.retries import retry_on_lost_connection
 from customer_analytics.summaries import summarize_month
 from customer_analytics.transforms.clv_scores import ClvSettings
 
@@ -45,6 +46,7 @@ GROUP = "customers"
     ],
     partitions_def=monthly_partitions,
 )
+@retry_on_lost_connection
 def customer_summaries(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Summarize one month of purchases per customer (and per customer-week), then extend the customer history."""
     as_of = AsOf.for_month(partition_month(context.partition_key))
@@ -65,6 +67,7 @@ def customer_summaries(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     check_specs=[dg.AssetCheckSpec("one_row_per_purchasing_customer", asset="customer_rfm"),
                  dg.AssetCheckSpec("scores_in_range", asset="customer_rfm")],
 )
+@retry_on_lost_connection
 def customer_rfm_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Recency, frequency and monetary value per customer as of the end of the month, scored 1–5 by quintile
     (5 best; ties share a score) with the named RFM segment from the editable `rfm_segment_map`."""
@@ -135,6 +138,7 @@ class ClvConfig(dg.Config):
         dg.AssetCheckSpec("no_missing_values", asset="customer_clv"),
     ],
 )
+@retry_on_lost_connection
 def customer_value(context: dg.AssetExecutionContext, config: ClvConfig, warehouse: WarehouseResource):
     """Fit the CLV models for one month and score every customer."""
     as_of = AsOf.for_month(partition_month(context.partition_key))

@@ -11,6 +11,7 @@ from customer_analytics.loading import LoadReport, load_events_month, load_profi
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.resources import LandingZone, WarehouseResource
 from customer_analytics.resources.tables import customer_profiles, raw_events, rejected_events
+from customer_analytics.retries import retry_on_lost_connection
 
 GROUP = "ingestion"
 # Above this share of a month's records rejected, the check warns: usually a broken export.
@@ -81,6 +82,7 @@ def _readable_check(asset: str, report: LoadReport) -> dg.AssetCheckResult:
                           description="records read = loaded + rejected + duplicates."),
     ],
 )
+@retry_on_lost_connection
 def ingest_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZone):
     """Load one month of events and legacy transactions from the landing folder."""
     month = partition_month(context.partition_key)
@@ -129,6 +131,7 @@ def ingest_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     check_specs=[dg.AssetCheckSpec("landing_files_readable", asset="customer_profiles",
                                    description="Fails when a profile file cannot be read at all.")],
 )
+@retry_on_lost_connection
 def customer_profiles_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZone):
     """Merge every profile and demographic record into one row per customer."""
     wh = warehouse.get()

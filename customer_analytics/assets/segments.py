@@ -8,6 +8,7 @@ from customer_analytics.charts import png_markdown, segment_mix_png
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import customer_segments, segment_definitions, segment_metrics, segment_migration
+from customer_analytics.retries import retry_on_lost_connection
 from customer_analytics.segments import compute_segments, publish_segment_definitions
 
 GROUP = "segments"
@@ -31,6 +32,7 @@ INPUTS = ["customer_clv", "customer_rfm", "customer_profiles"]
     ],
     partitions_def=monthly_partitions,
 )
+@retry_on_lost_connection
 def customer_segment_tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Segment membership, metrics and migration for one month."""
     tables = compute_segments(warehouse.get(), partition_month(context.partition_key), run_id=context.run.run_id)
@@ -49,6 +51,7 @@ def customer_segment_tables(context: dg.AssetExecutionContext, warehouse: Wareho
 
 @dg.asset(name="segment_definitions", group_name=GROUP, owners=OWNERS, kinds={"sql"}, deps=["customer_rfm"],
           metadata=table_spec_metadata(segment_definitions))
+@retry_on_lost_connection
 def segment_definitions_asset(config: ClvConfig, warehouse: WarehouseResource):
     """Every value segment and named RFM segment with its rule in words, built from the CLV thresholds and the
     editable `rfm_segment_map`; creation and update dates are kept across rebuilds."""

@@ -5,6 +5,7 @@ import pandas as pd
 
 from customer_analytics.assets.metadata import OWNERS, markdown_table
 from customer_analytics.resources import WarehouseResource
+from customer_analytics.retries import retry_on_lost_connection
 from customer_analytics.views import VIEW_DESCRIPTIONS, VIEW_NAMES, create_views, view_row_counts
 
 GROUP = "bi"
@@ -19,6 +20,7 @@ _DESCRIPTION = (
 
 
 @dg.asset(name="bi_views", deps=INPUTS, group_name=GROUP, owners=OWNERS, kinds={"sql"}, description=_DESCRIPTION)
+@retry_on_lost_connection
 def bi_views(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     wh = warehouse.get()
     results = create_views(wh)

@@ -12,7 +12,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from customer_analytics.transforms.fields import Reasons, field_values, number_column, shown, text_column, timestamp_column
+from customer_analytics.transforms.events import MAX_ID_LENGTH
+from customer_analytics.transforms.fields import (
+    Reasons,
+    field_values,
+    holds_nul,
+    number_column,
+    shown,
+    text_column,
+    timestamp_column,
+)
 
 PROFILE_TEXT = ("email", "first_name", "last_name", "gender", "city", "country", "location")
 PROFILE_COLUMNS = ("customer_id", *PROFILE_TEXT[:4], "age", *PROFILE_TEXT[4:], "signup_date", "last_login")
@@ -26,11 +35,15 @@ def validate_profiles(fields: pd.DataFrame) -> pd.DataFrame:
     customer, wrong = text_column(field_values(fields, "customer_id"))
     reasons.add(wrong, "customer_id must be text, not a JSON object, array or boolean")
     reasons.add(customer.isna() & ~wrong, "missing customer_id")
+    # The same limits as events: PostgreSQL stores no NUL and indexes no over-long key.
+    reasons.add((customer.str.len() > MAX_ID_LENGTH).fillna(False), f"customer_id is longer than {MAX_ID_LENGTH:,} characters")
     out["customer_id"] = customer
     for name in PROFILE_TEXT:
         text, wrong = text_column(field_values(fields, name))
         reasons.add(wrong, f"{name} must be text, not a JSON object, array or boolean")
         out[name] = text
+    for name in ("customer_id", *PROFILE_TEXT):
+        reasons.add(holds_nul(out[name]), f"{name} contains a NUL character (\\x00), which the warehouse cannot store")
 
     raw_age = field_values(fields, "age")
     age, present, invalid = number_column(raw_age)

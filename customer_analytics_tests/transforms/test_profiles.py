@@ -57,6 +57,20 @@ def test_a_valid_profile_is_typed():
     assert row["last_login"] == pd.Timestamp("2023-06-18 07:15:30", tz="UTC")
 
 
+def test_text_postgresql_cannot_store_or_index_is_refused():
+    out = validate_profiles(frame([
+        {"customer_id": "C1", "email": "a\x00@example.com"},
+        {"customer_id": "C\x002"},
+        {"customer_id": "C" * 501},
+        {"customer_id": "C" * 500, "city": "Zürich"},
+    ]))
+    reasons = reasons_of(out)
+    assert "email contains a NUL character" in reasons[0]
+    assert "customer_id contains a NUL character" in reasons[1]
+    assert "customer_id is longer than 500 characters" in reasons[2]
+    assert reasons[3] is None
+
+
 def test_signup_date_with_a_time_is_cut_to_its_date():
     row = validate_profiles(frame([{"customer_id": "C1", "signup_date": "2023-01-15 23:59:59"}])).iloc[0]
     assert row["signup_date"] == pd.Timestamp("2023-01-15")
