@@ -24,8 +24,9 @@ def lost_connection(error: BaseException) -> bool:
     return isinstance(error, psycopg.OperationalError)  # raised as is by the background COPY thread
 
 
-def _retry_requested(error: BaseException) -> dg.RetryRequested:
-    return dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=SECONDS_TO_WAIT)
+def _retry_if_lost(error: Exception) -> None:
+    if lost_connection(error):
+        raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=SECONDS_TO_WAIT) from error
 
 
 def retry_on_lost_connection(function):
@@ -36,8 +37,7 @@ def retry_on_lost_connection(function):
             try:
                 yield from function(*args, **kwargs)
             except Exception as error:
-                if lost_connection(error):
-                    raise _retry_requested(error) from error
+                _retry_if_lost(error)
                 raise
         return generator
 
@@ -46,7 +46,6 @@ def retry_on_lost_connection(function):
         try:
             return function(*args, **kwargs)
         except Exception as error:
-            if lost_connection(error):
-                raise _retry_requested(error) from error
+            _retry_if_lost(error)
             raise
     return plain

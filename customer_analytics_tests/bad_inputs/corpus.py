@@ -32,6 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from customer_analytics_tests import landing_builder
+
 MONTH = date(2025, 1, 1)  # the month the campaign loads
 FIRST_MONTH, LAST_MONTH = date(2025, 1, 1), date(2025, 3, 1)  # the partitions it loads with
 
@@ -365,13 +367,8 @@ def raw_file(case: Case, name: str, data: bytes | Callable[[], bytes], fmt: str,
 # -- records -----------------------------------------------------------------------------
 def event(event_id, customer_id="c1", *, event_type="purchase", ts="2025-01-10 10:00:00", price=12.5, quantity=2,
           **optional) -> dict:
-    record = {"event_id": event_id, "customer_id": customer_id, "event_type": event_type, "event_timestamp": ts}
-    if price is not None:
-        record["price"] = price
-    if quantity is not None:
-        record["quantity"] = quantity
-    record.update(optional)
-    return record
+    """The shared builder's event, with the corpus's defaults."""
+    return landing_builder.event(event_id, customer_id, ts, event_type, price=price, quantity=quantity, **optional)
 
 
 def txn(customer_id="c1", date_="2025-01-05", amount="19.99") -> dict:
