@@ -21,6 +21,7 @@ alone (not the data generator's). Prints a Markdown table and writes the same as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -71,15 +72,48 @@ def median_of(function, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def recompute(warehouse: Warehouse, month: date) -> None:
-    """Every derived table of one month, as the nightly run computes them."""
+def recompute(warehouse: Warehouse, month: date, steps: dict | None = None) -> None:
+    """Every derived table of one month, as the nightly run computes them.
+
+    With `steps`, each step's seconds and peak RSS (bytes, Linux) are recorded in it by name.
+    """
     as_of = AsOf.for_month(month)
-    summarize_month(warehouse, month, as_of=as_of.instant)
-    compute_rfm(warehouse, as_of)
-    compute_clv(warehouse, as_of)
-    compute_segments(warehouse, month)
-    compute_cohort_ltv(warehouse, as_of)
-    compute_ltv_summary(warehouse, as_of)
+    for name, work in (
+        ("summaries", lambda: summarize_month(warehouse, month, as_of=as_of.instant)),
+        ("customer_rfm", lambda: compute_rfm(warehouse, as_of)),
+        ("customer_clv", lambda: compute_clv(warehouse, as_of)),
+        ("customer_segments", lambda: compute_segments(warehouse, month)),
+        ("cohort_ltv", lambda: compute_cohort_ltv(warehouse, as_of)),
+        ("ltv_summary", lambda: compute_ltv_summary(warehouse, as_of)),
+    ):
+        measured(work, steps, name)
+
+
+def measured(work, steps: dict | None, name: str):
+    """Run `work`; with `steps`, record its seconds and the peak RSS reached while it ran."""
+    if steps is None:
+        return work()
+    reset_peak_rss()
+    started = time.perf_counter()
+    value = work()
+    peak = max(peak_rss_bytes(), steps.get(name, {}).get("peak_rss_bytes", 0))
+    steps[name] = {"seconds": time.perf_counter() - started, "peak_rss_bytes": peak}
+    return value
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM to the current RSS)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS since start or since `reset_peak_rss` (VmHWM), else ru_maxrss."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def bare_work(warehouse: Warehouse, month: date) -> None:
@@ -110,19 +144,25 @@ def copy_anchor(url: str, csv_path: Path, columns: list[str]) -> None:
 
 
 def child(args) -> None:
-    """Ingest and recompute the last month (medians), then report them with this process's peak RSS."""
+    """Ingest and recompute the last month (medians), then report them with this process's peak RSS.
+
+    Each step's seconds (of the last run) and peak RSS (over all runs) are reported too.
+    """
     warehouse = Warehouse(args.db, args.schema)
     month, last = date.fromisoformat(args.child_month), date.fromisoformat(args.child_month)
     rows = load(warehouse, Path(args.landing), month, last)  # also the warm-up
+    peak = peak_rss_bytes()
+    steps: dict = {}
     samples = []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        load(warehouse, Path(args.landing), month, last)
+        measured(lambda: load(warehouse, Path(args.landing), month, last), steps, "raw_events")
         samples.append(time.perf_counter() - started)
     ingestion = statistics.median(samples)
-    recompute_s = median_of(lambda: recompute(warehouse, month), args.repeats)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"rows": rows, "ingestion_s": ingestion, "recompute_s": recompute_s, "peak_rss_bytes": peak}))
+    recompute_s = median_of(lambda: recompute(warehouse, month, steps), args.repeats)
+    peak = max(peak, *(step["peak_rss_bytes"] for step in steps.values()))
+    print(json.dumps({"rows": rows, "ingestion_s": ingestion, "recompute_s": recompute_s, "peak_rss_bytes": peak,
+                      "steps": steps}))
 
 
 def main() -> None:
@@ -254,6 +294,9 @@ def markdown(result: dict) -> str:
     for f in result["figures"]:
         ratio = "—" if f["ratio"] is None else f"{f['ratio']:.2f}×"
         lines.append(f"| {f['figure']} | {f['project']} | {f['anchor']} | {ratio} | {f['target']} | {'yes' if f['met'] else 'no'} |")
+    if result.get("steps"):
+        lines += ["", "| step of the last month | seconds (last run) | peak RSS |", "|---|---|---|"]
+        lines += [f"| {name} | {step['seconds']:.1f} | {step['peak_rss_bytes'] / 1e9:.2f} GB |" for name, step in result["steps"].items()]
     machine = result["machine"]
     lines.append(f"\n{result['events_per_month']:,} events and {result['customers']:,} customers a month, {result['months']} months; "
                  f"{machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}; medians of {result['repeats']} after a warm-up.")

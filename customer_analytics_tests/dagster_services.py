@@ -188,6 +188,8 @@ class DagsterServices:
         self._sample = sample
         self._with_daemon = daemon
         self._procs: dict[str, subprocess.Popen] = {}
+        self._argv: dict[str, list[str]] = {}
+        self._orphans: list[subprocess.Popen] = []  # killed services whose process groups may still have members
         self._logs: dict[str, Path] = {}
         self._log_files: list[Any] = []
         self._schemas_created: list[str] = []
@@ -250,8 +252,9 @@ class DagsterServices:
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM each process group this harness started, SIGKILL what is left after `grace` s; drop schemas."""
-        _stop_groups(list(self._procs.values()), grace)
+        _stop_groups([*self._procs.values(), *self._orphans], grace)
         self._procs.clear()
+        self._orphans.clear()
         for handle in self._log_files:
             handle.close()
         self._log_files.clear()
@@ -263,7 +266,20 @@ class DagsterServices:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one service's own process (not its group): its code server and run workers live on, as after a crash."""
+        proc = self._procs[name]
+        proc.kill()
+        proc.wait(timeout=30)
+        # The group keeps its id while members live: stop() must still reach them.
+        self._orphans.append(proc)
+
+    def restart(self, name: str) -> None:
+        """Start a service again with the arguments it first had (e.g. the daemon after `kill`)."""
+        self._spawn(name, self._argv[name])
+
     def _spawn(self, name: str, argv: list[str]) -> None:
+        self._argv[name] = argv
         log_path = self.log_dir / f"{name}.log"
         handle = open(log_path, "ab")
         self._log_files.append(handle)

@@ -16,6 +16,7 @@ from datetime import date
 import pytest
 from sqlalchemy import text
 
+from customer_analytics.jobs import REQUEST_TAG
 from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.views import VIEW_NAMES
 from customer_analytics_tests.conftest import _postgres_or_skip, reachable_or_skip
@@ -185,6 +186,64 @@ def test_a_rerun_request_launches_exactly_one_sensor_run_that_changes_exactly_it
     record_property("rerun_request_to_success_s", round(timings["rerun_request_to_success_s"], 1))
     print(f"[dagster-services] rerun of {segment} ({len(targeted)} customers): request → SUCCESS in "
           f"{timings['rerun_request_to_success_s']:.1f} s")
+
+
+def _requests(warehouse, requested_by: str):
+    return warehouse.read_frame(text(f"SELECT request_id, status, run_id FROM {warehouse.qualified('rerun_requests')} "
+                                     "WHERE requested_by = :by ORDER BY request_id"), {"by": requested_by})
+
+
+def test_a_daemon_killed_as_the_sensor_launches_forgets_no_request_and_runs_none_twice(services, month_run, timings):
+    """kill -9 of the daemon the moment the sensor's first run exists (its tick unfinished, its cursor unsaved,
+    the requests still unmarked); after a restart every request has exactly one run, and each succeeded."""
+    warehouse = services.warehouse()
+    try:
+        segments = warehouse.read_frame(text(f"SELECT DISTINCT segment FROM {warehouse.qualified('customer_clv')} "
+                                             "WHERE as_of_month = :m ORDER BY segment"), {"m": MONTH_START})["segment"]
+        asked = list(segments[:3])
+        assert len(asked) >= 2, "the sample month has at least two value segments"
+        for segment in asked:
+            services.cli("request-rerun", "--segment", segment, "--month", MONTH, "--by", "e2e-daemon-kill")
+        ids = {str(i) for i in _requests(warehouse, "e2e-daemon-kill")["request_id"]}
+        assert len(ids) == len(asked)
+
+        def request_runs() -> list[dict]:
+            return [r for r in services.runs("segment_rerun_job") if r["tags"].get(REQUEST_TAG) in ids]
+
+        started = time.perf_counter()
+        deadline = time.monotonic() + 90
+        while not (runs := request_runs()):
+            assert time.monotonic() < deadline, f"no sensor run within 90 s\n{services.log_tails()}"
+            services.check_alive()
+            time.sleep(0.1)
+        services.kill("daemon")
+        at_kill = _requests(warehouse, "e2e-daemon-kill")
+        print(f"[dagster-services] daemon killed {time.perf_counter() - started:.1f} s after the requests: "
+              f"{len(runs)} of {len(ids)} runs created ({', '.join(r['status'] for r in runs)}), "
+              f"requests {at_kill['status'].tolist()}")
+        services.restart("daemon")
+
+        deadline = time.monotonic() + 240
+        while True:
+            requests = _requests(warehouse, "e2e-daemon-kill")
+            if set(requests["status"]) <= {"succeeded", "failed", "rejected"}:
+                break
+            assert time.monotonic() < deadline, f"requests still open after the restart: {requests}\n{services.log_tails()}"
+            services.check_alive()
+            time.sleep(1)
+        timings["daemon_kill_to_all_requests_done_s"] = time.perf_counter() - started
+        time.sleep(32)  # at least one more sensor tick after the last request ended
+
+        runs = request_runs()
+        by_request = {key: [r for r in runs if r["tags"][REQUEST_TAG] == key] for key in ids}
+        assert all(len(found) == 1 for found in by_request.values()), {k: [r["runId"] for r in v] for k, v in by_request.items()}
+        requests = _requests(warehouse, "e2e-daemon-kill")
+        assert requests["status"].tolist() == ["succeeded"] * len(ids), requests
+        for row in requests.itertuples():
+            (run,) = by_request[str(row.request_id)]
+            assert run["status"] == "SUCCESS" and row.run_id == run["runId"], (row, run)
+    finally:
+        warehouse.engine.dispose()
 
 
 def test_the_run_queue_never_runs_two_runs_of_one_month_at_once(services, month_run):
