@@ -5,6 +5,9 @@ webserver's GraphQL API, dequeued and launched by the daemon → SUCCESS → the
 One month alone is enough: every as-of table reads its history from the summaries with SQL bounded by the
 month's end, so the missing January only means less history (asserted below), never an error.
 
+Also: a rerun request through the sensor, the daemon killed (SIGKILL) as the sensor launches and then
+restarted, and two runs of one month queued together.
+
 Timings are printed (run pytest with -s) and recorded as junit properties.
 """
 

@@ -77,30 +77,53 @@ def run_cli(env: dict, *args: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def steps_in_flight(home: Path) -> list[str]:
-    """Steps of the newest run in DAGSTER_HOME that had started and not finished."""
+def step_events(home: Path, runs: int | None = 1) -> list[tuple[str, str, float]] | None:
+    """(event type, step key, unix time) of the step events of the newest `runs` runs in DAGSTER_HOME (None: all);
+    None before any run."""
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
     try:
-        runs = instance.get_runs(limit=1)
-        if not runs:
-            return ["(before the run started)"]
-        started, finished = [], set()
-        for record in instance.get_records_for_run(runs[0].run_id).records:
-            entry = record.event_log_entry
-            if not entry.is_dagster_event:
-                continue
-            kind = entry.dagster_event.event_type_value
-            if kind == "STEP_START":
-                started.append(entry.step_key)
-            elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
-                finished.add(entry.step_key)
-        running = [step for step in started if step not in finished]
-        return running or (["(between steps)"] if started else ["(run starting)"])
+        found = instance.get_runs(limit=runs)
+        if not found:
+            return None
+        return [(record.event_log_entry.dagster_event.event_type_value, record.event_log_entry.step_key,
+                 record.event_log_entry.timestamp)
+                for run in found for record in instance.get_records_for_run(run.run_id, limit=10_000).records
+                if record.event_log_entry.is_dagster_event and record.event_log_entry.step_key]
     finally:
         instance.dispose()
+
+
+def steps_in_flight(home: Path) -> list[str]:
+    """Steps of the newest run in DAGSTER_HOME that had started and not finished."""
+    events = step_events(home)
+    if events is None:
+        return ["(before the run started)"]
+    started = [step for kind, step, _ in events if kind == "STEP_START"]
+    finished = {step for kind, step, _ in events if kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED")}
+    running = [step for step in started if step not in finished]
+    return running or (["(between steps)"] if started else ["(run starting)"])
+
+
+def wait_for_step_start(home: Path, step: str, process_started: float, process: subprocess.Popen) -> None:
+    """Return once `step` has started in a run begun after `process_started`, or the process has ended."""
+    while process.poll() is None:
+        events = step_events(home, runs=3) or []
+        if any(kind == "STEP_START" and key == step and at >= process_started for kind, key, at in events):
+            return
+        time.sleep(0.05)
+
+
+def step_windows(home: Path, process_started: float) -> list[tuple[str, float, float]]:
+    """(step, start, end) in seconds after the `materialize` process started, for each step it ran, longest first."""
+    events = sorted((event for event in step_events(home, runs=None) or [] if event[2] >= process_started),
+                    key=lambda event: event[2])
+    starts = {step: at for kind, step, at in events if kind == "STEP_START"}
+    ends = {step: at for kind, step, at in events if kind in ("STEP_SUCCESS", "STEP_FAILURE")}
+    windows = [(step, at - process_started, ends[step] - process_started) for step, at in starts.items() if step in ends]
+    return sorted(windows, key=lambda window: window[1] - window[2])
 
 
 @pytest.fixture
@@ -134,28 +157,37 @@ def test_a_killed_run_leaves_every_partition_old_or_new(campaign, tmp_path):
         {"event_id": "late-bad", "customer_id": "x", "event_type": "purchase", "event_timestamp": "2025-02-30 10:00:00"},
     ])
     started = time.perf_counter()
-    # The single-run result with the new data, in a fresh schema; its month run sets the kill window.
+    # The single-run result with the new data, in a fresh schema; its month run times the steps to aim at.
     reference = campaign()
-    reference_env = cli_env(reference, landing, tmp_path / "reference_home")
+    reference_home = tmp_path / "reference_home"
+    reference_env = cli_env(reference, landing, reference_home)
     run_cli(reference_env, "materialize", "--from", "2025-01", "--to", "2025-01")
-    timer = time.perf_counter()
+    process_started = time.time()
     run_cli(reference_env, "materialize", "--from", MONTH, "--to", MONTH)
-    month_seconds = time.perf_counter() - timer
+    windows = step_windows(reference_home, process_started)
+    assert {"ingest_events", "customer_summaries", "customer_value"} <= {step for step, _, _ in windows}, windows
     single_run = snapshot(reference)
 
+    # Each trial aims at one step in turn, longest first (ingestion, summaries, model fit, writes, ...): once the
+    # step has started in the trial's run, it waits a random part of the step's span in the reference run, then
+    # kills. A run that ends before its kill is no trial; it is started again.
     rng = random.Random(int(os.environ.get("CUSTOMER_ANALYTICS_FAULT_SEED", "20261123")))
-    outcomes, in_flight, after_kill = [], Counter(), []
-    for _ in range(TRIALS):
+    outcomes, aimed, in_flight, after_kill = Counter(), Counter(), Counter(), []
+    while outcomes["killed"] < TRIALS and sum(outcomes.values()) < 3 * TRIALS:
+        step, begin, end = windows[sum(outcomes.values()) % len(windows)]
+        process_started = time.time()
         process = subprocess.Popen([CLI, "materialize", "--from", MONTH, "--to", MONTH], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(rng.uniform(0.5, month_seconds))
+        wait_for_step_start(home, step, process_started, process)
+        time.sleep(rng.uniform(0, 0.8 * (end - begin)))
         finished = process.poll() is not None
         if not finished:
             os.killpg(process.pid, signal.SIGKILL)
-            for step in steps_in_flight(home):
-                in_flight[step] += 1
+            aimed[step] += 1
+            for running in steps_in_flight(home):
+                in_flight[running] += 1
         process.wait()
-        outcomes.append("finished" if finished else "killed")
+        outcomes["finished" if finished else "killed"] += 1
         after_kill.append(snapshot(warehouse))
 
     run_cli(env, "materialize", "--from", MONTH, "--to", MONTH)
@@ -184,9 +216,9 @@ def test_a_killed_run_leaves_every_partition_old_or_new(campaign, tmp_path):
     assert snapshot(both) == single_run
 
     changed = sorted(key for key in after if before.get(key) != after[key])
-    print(f"\n[fault campaign] {TRIALS} trials ({Counter(outcomes)}), kill window 0.5–{month_seconds:.1f} s, "
+    print(f"\n[fault campaign] {outcomes['killed']} kills in {sum(outcomes.values())} runs, "
           f"{checked} partition checks over {len(set(before) | set(after))} partitions, {len(changed)} changed by "
-          f"the new data, rows lost 0; steps running when killed: {dict(in_flight)}; "
+          f"the new data, rows lost 0; kills aimed at: {dict(aimed)}; steps running when killed: {dict(in_flight)}; "
           f"{time.perf_counter() - started:.0f} s")
-    assert "killed" in outcomes or TRIALS == 0
+    assert outcomes["killed"] == TRIALS, f"only {outcomes['killed']} of {TRIALS} runs were killed before they ended"
 
