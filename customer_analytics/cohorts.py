@@ -13,18 +13,37 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import pandas as pd
+from sqlalchemy import select
 
 from customer_analytics.asof import AsOf, stamp_as_of
-from customer_analytics.resources.tables import cohort_ltv, ltv_summary
+from customer_analytics.config import add_months
+from customer_analytics.resources.tables import (
+    cohort_activity,
+    cohort_activity_builds,
+    cohort_ltv,
+    customer_history_builds,
+    ltv_summary,
+)
 from customer_analytics.resources.warehouse import Warehouse
-from customer_analytics.summaries import plus_days
+from customer_analytics.summaries import month_start, plus_days
 from customer_analytics.transforms.cohorts import GRANULARITIES, cohort_table
 
-# One row per cohort and month with purchases: the month summary holds one row per customer and
-# month, and the month's customer_history names each customer's cohort (first_month).
+# The kept activity of every month up to this one (see `summaries.build_cohort_activity`): a few
+# hundred rows per month, whatever the number of customers.
+KEPT_ACTIVITY_SQL = """
+SELECT cohort_start, period_start, SUM(active_customers) AS active_customers, SUM(revenue) AS revenue
+FROM {activity}
+WHERE granularity = :granularity AND summary_month <= :month
+GROUP BY cohort_start, period_start
+ORDER BY cohort_start, period_start
+"""
+
+# The same from the summaries themselves, when the kept activity cannot be trusted: one row per
+# cohort and month with purchases (the month summary holds one row per customer and month, and the
+# month's customer_history names each customer's cohort, first_month).
 MONTH_ACTIVITY_SQL = """
 SELECT h.first_month AS cohort_start, s.summary_month AS period_start, COUNT(*) AS active_customers,
        SUM(s.revenue) AS revenue
@@ -64,19 +83,56 @@ WHERE as_of_month = :month
 """
 
 
-def cohort_activity_rows(warehouse: Warehouse, as_of: AsOf, granularity: str) -> pd.DataFrame:
-    """One row per cohort and period with purchases (cohort_start, period_start, active_customers, revenue),
-    aggregated in SQL from the month (week) summaries up to `as_of.month`."""
-    if granularity == "month":
+def kept_activity_is_current(warehouse: Warehouse, month: date) -> bool:
+    """Whether every month's kept cohort_activity up to `month` agrees with `month`'s customer_history.
+
+    Each month's activity is built with its history, in one transaction. It stays right as long as
+    no earlier month has been rebuilt since (a late purchase can move a customer to an earlier
+    cohort) and every earlier month was built as of its end, not while in progress: the builds'
+    times must rise with the months, as the nightly runs leave them.
+    """
+    history = warehouse.read_frame(
+        select(customer_history_builds.c.as_of_month, customer_history_builds.c.built_at, customer_history_builds.c.as_of)
+        .where(customer_history_builds.c.as_of_month <= month))
+    kept = warehouse.read_frame(
+        select(cohort_activity_builds.c.summary_month, cohort_activity_builds.c.built_at)
+        .where(cohort_activity_builds.c.summary_month <= month))
+    if history.empty:
+        return False
+    history["as_of_month"] = pd.to_datetime(history["as_of_month"]).dt.date
+    kept["summary_month"] = pd.to_datetime(kept["summary_month"]).dt.date
+    for frame, column in ((history, "built_at"), (history, "as_of"), (kept, "built_at")):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    history = history.sort_values("as_of_month")
+    kept_at = dict(zip(kept["summary_month"], kept["built_at"]))
+    if history["as_of_month"].iloc[-1] != month:
+        return False
+    for row in history.itertuples(index=False):
+        if kept_at.get(row.as_of_month) != row.built_at:
+            return False  # built before activity was kept, or not with this history
+        if row.as_of_month != month and row.as_of != pd.Timestamp(month_start(add_months(row.as_of_month, 1))):
+            return False  # built while its month was in progress
+    return bool(history["built_at"].is_monotonic_increasing)
+
+
+def cohort_activity_rows(warehouse: Warehouse, as_of: AsOf, granularity: str, *, kept: bool | None = None) -> pd.DataFrame:
+    """One row per cohort and period with purchases (cohort_start, period_start, active_customers, revenue)
+    up to `as_of.month`: from the kept cohort_activity when it is current (`kept`, checked when None),
+    else aggregated in SQL from the month (week) summaries."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    if kept is None:
+        kept = kept_activity_is_current(warehouse, as_of.month)
+    if kept:
+        sql = KEPT_ACTIVITY_SQL.format(activity=warehouse.qualified(cohort_activity.name))
+    elif granularity == "month":
         sql = MONTH_ACTIVITY_SQL.format(month_summary=warehouse.qualified("customer_month_summary"),
                                         history=warehouse.qualified("customer_history"))
     elif granularity == "week":
         sql = WEEK_ACTIVITY_SQL.format(week_summary=warehouse.qualified("customer_week_summary"),
                                        history=warehouse.qualified("customer_history"),
                                        first_week=warehouse.week_start("first_purchase_date"))
-    else:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
-    frame = warehouse.read_frame(sql, warehouse.sql_params({"month": as_of.month}))
+    frame = warehouse.read_frame(sql, warehouse.sql_params({"month": as_of.month, "granularity": granularity}))
     for column in ("cohort_start", "period_start"):
         frame[column] = pd.to_datetime(frame[column]).astype("datetime64[ns]")
     frame["active_customers"] = frame["active_customers"].astype("int64")
@@ -87,7 +143,8 @@ def cohort_activity_rows(warehouse: Warehouse, as_of: AsOf, granularity: str) ->
 def cohort_ltv_rows(warehouse: Warehouse, as_of: AsOf) -> pd.DataFrame:
     """The month's `cohort_ltv` rows (both granularities), without the stamps; nothing written."""
     warehouse.ensure_tables()
-    tables = [cohort_table(cohort_activity_rows(warehouse, as_of, g), g, as_of.day) for g in GRANULARITIES]
+    kept = kept_activity_is_current(warehouse, as_of.month)
+    tables = [cohort_table(cohort_activity_rows(warehouse, as_of, g, kept=kept), g, as_of.day) for g in GRANULARITIES]
     return pd.concat(tables, ignore_index=True)
 
 

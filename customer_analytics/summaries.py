@@ -23,6 +23,8 @@ from sqlalchemy import select
 
 from customer_analytics.config import add_months
 from customer_analytics.resources.tables import (
+    cohort_activity,
+    cohort_activity_builds,
     customer_history,
     customer_history_builds,
     customer_month_summary,
@@ -130,6 +132,28 @@ WHERE h.customer_id = w.customer_id
 """
 
 
+# Cohort activity of the month, kept so that cohort_ltv adds up a few hundred rows per month instead of
+# joining every summary with the history. A customer active in a month has had their first purchase by
+# then, so their cohort never changes later (unless an earlier month is rebuilt: see `cohort_ltv`).
+MONTH_ACTIVITY_SQL = """
+SELECT :month, 'month', h.first_month, :month, COUNT(*), SUM(s.revenue), :computed_at
+FROM {month_summary} s JOIN {history} h ON h.customer_id = s.customer_id
+GROUP BY h.first_month
+"""
+
+# A week that began in the previous month: its customers active there too were counted in that
+# month's row, so they are not counted again (the revenue of each part is its own).
+WEEK_ACTIVITY_SQL = """
+SELECT :month, 'week', {first_week}, w.week_start,
+       SUM(CASE WHEN e.customer_id IS NULL THEN 1 ELSE 0 END), SUM(w.revenue), :computed_at
+FROM {week_summary} w
+JOIN {history} h ON h.customer_id = w.customer_id
+LEFT JOIN {published_weeks} e
+  ON e.summary_month = :previous AND e.week_start < :month AND e.customer_id = w.customer_id AND e.week_start = w.week_start
+GROUP BY {first_week}, w.week_start
+"""
+
+
 def plus_days(warehouse: Warehouse, column: str, days: int) -> str:
     """SQL for `column` (a UTC timestamp) + `days` × 24 hours, to the microsecond.
 
@@ -181,8 +205,29 @@ def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, compu
             customer_week_summary, [c.name for c in customer_week_summary.columns],
             WEEK_SUMMARY_SQL.format(days=days, week=warehouse.week_start("event_date")), params,
         )
-        history = build_history(warehouse, replacement, month, as_of=as_of, computed_at=computed_at)
-    return {"customers": customers, "customer_weeks": weeks, **history}
+        built_at = datetime.now(timezone.utc)
+        history = build_history(warehouse, replacement, month, as_of=as_of, computed_at=computed_at, built_at=built_at)
+        activity = build_cohort_activity(warehouse, replacement, month, computed_at=computed_at, built_at=built_at)
+    return {"customers": customers, "customer_weeks": weeks, **history, "cohort_activity_rows": activity}
+
+
+def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month: date, *, computed_at: datetime,
+                          built_at: datetime) -> int:
+    """Stage `month`'s cohort_activity from its staged summaries and history (after `build_history`); returns its rows."""
+    history = replacement.staged(customer_history)
+    params = {"month": month, "previous": add_months(month, -1), "computed_at": computed_at}
+    columns = [c.name for c in cohort_activity.columns]
+    replacement.replace_partition(cohort_activity, month)
+    rows = replacement.append_select(cohort_activity, columns, MONTH_ACTIVITY_SQL.format(
+        month_summary=replacement.staged(customer_month_summary), history=history), params)
+    rows += replacement.append_select(cohort_activity, columns, WEEK_ACTIVITY_SQL.format(
+        week_summary=replacement.staged(customer_week_summary), history=history,
+        published_weeks=warehouse.qualified(customer_week_summary.name),
+        first_week=warehouse.week_start("h.first_purchase_date")), params)
+    replacement.delete_where(cohort_activity_builds, cohort_activity_builds.c.summary_month == month)
+    replacement.append(cohort_activity_builds, pd.DataFrame([{"summary_month": pd.Timestamp(month),
+                                                              "built_at": pd.Timestamp(built_at)}]))
+    return rows
 
 
 def extendable_history(warehouse: Warehouse, month: date) -> bool:
@@ -209,7 +254,7 @@ def extendable_history(warehouse: Warehouse, month: date) -> bool:
 
 
 def build_history(warehouse: Warehouse, replacement: Replacement, month: date, *, as_of: datetime,
-                  computed_at: datetime) -> dict:
+                  computed_at: datetime, built_at: datetime) -> dict:
     """Stage `month`'s customer_history (after its summaries, in the same replacement)."""
     incremental = extendable_history(warehouse, month)
     staged_summary = replacement.staged(customer_month_summary)
@@ -236,6 +281,6 @@ def build_history(warehouse: Warehouse, replacement: Replacement, month: date, *
     replacement.delete_where(customer_history_builds, customer_history_builds.c.as_of_month == month)
     replacement.append(customer_history_builds, pd.DataFrame([{
         "as_of_month": pd.Timestamp(month), "method": "incremental" if incremental else "full",
-        "built_at": pd.Timestamp(datetime.now(timezone.utc)), "as_of": pd.Timestamp(as_of), "customers": customers,
+        "built_at": pd.Timestamp(built_at), "as_of": pd.Timestamp(as_of), "customers": customers,
     }]))
     return {"history_customers": customers, "history_method": "incremental" if incremental else "full"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 
 import dagster as dg
 import pandas as pd
@@ -11,7 +11,16 @@ from sqlalchemy import select
 
 from customer_analytics.asof import AsOf
 from customer_analytics.assets.cohorts import cohort_ltv_asset, ltv_summary_asset
-from customer_analytics.cohorts import cohort_ltv, compute_cohort_ltv, compute_ltv_summary, ltv_summary
+from customer_analytics.cohorts import (
+    cohort_activity_rows,
+    cohort_ltv,
+    compute_cohort_ltv,
+    compute_ltv_summary,
+    kept_activity_is_current,
+    ltv_summary,
+)
+from customer_analytics.loading import load_events_month
+from customer_analytics.summaries import summarize_month
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.transforms.cohorts import cohort_ltv_from_purchases
 from customer_analytics_tests.landing_builder import event, write_ndjson
@@ -154,3 +163,63 @@ def test_assets_materialize_with_their_check(warehouse, shop):
     metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert metadata["cohort_ltv"]["monthly_rows"].value == 10
     assert metadata["ltv_summary"]["customers_30d"].value == 7
+
+
+def _activity(warehouse, as_of: AsOf, granularity: str, *, kept: bool) -> list[tuple]:
+    frame = cohort_activity_rows(warehouse, as_of, granularity, kept=kept)
+    return [(str(pd.Timestamp(r.cohort_start).date()), str(pd.Timestamp(r.period_start).date()), int(r.active_customers),
+             round(float(r.revenue), 6)) for r in frame.itertuples()]
+
+
+def test_kept_activity_adds_up_to_the_summaries_month_by_month(warehouse, shop):
+    """Months built in order keep their cohort activity; adding it up gives what the summaries give."""
+    _load(warehouse, shop)
+    for month in (date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1), APRIL):
+        as_of = AsOf.for_month(month)
+        assert kept_activity_is_current(warehouse, month), month
+        for granularity in ("month", "week"):
+            kept = _activity(warehouse, as_of, granularity, kept=True)
+            assert kept == _activity(warehouse, as_of, granularity, kept=False), (month, granularity)
+    # Bob's week (Mon Jan 27) has purchases in the January and the February rows, and counts him once.
+    week = {(c, p): (a, r) for c, p, a, r in _activity(warehouse, AsOf.for_month(APRIL), "week", kept=True)}
+    assert week[("2025-01-27", "2025-01-27")] == (1, 24.0)
+
+
+def test_a_rebuilt_earlier_month_is_not_read_from_kept_activity(warehouse, shop):
+    """A late purchase moves frank into February's cohort; until March and April are rebuilt, cohort_ltv reads the summaries."""
+    _load(warehouse, shop)
+    late = ("frank", "2025-02-10 10:00:00", 3.0)
+    write_ndjson(shop / "events" / "late.ndjson", [event("late-1", late[0], late[1], price=late[2])])
+    load_events_month(warehouse, str(shop), date(2025, 2, 1), first_month=date(2025, 1, 1), last_month=date(2025, 5, 1))
+    summarize_month(warehouse, date(2025, 2, 1), as_of=AsOf.for_month(date(2025, 2, 1)).instant)
+    assert not kept_activity_is_current(warehouse, APRIL)
+    summarize_month(warehouse, APRIL, as_of=AsOf.for_month(APRIL).instant)
+    assert not kept_activity_is_current(warehouse, APRIL), "March's activity still predates February's rebuild"
+    # And it would be wrong: March's kept row still counts frank in the March cohort.
+    assert _activity(warehouse, AsOf.for_month(APRIL), "month", kept=True) != \
+        _activity(warehouse, AsOf.for_month(APRIL), "month", kept=False)
+
+    purchases = pd.DataFrame(PURCHASES + [late], columns=["customer_id", "event_timestamp", "revenue"])
+    purchases["event_timestamp"] = pd.to_datetime(purchases["event_timestamp"], format="ISO8601")
+    reference = cohort_ltv_from_purchases(purchases, date(2025, 4, 30))
+    rows = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
+    columns = list(reference.columns)
+    pd.testing.assert_frame_equal(rows[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
+
+    # Rebuilt in order again, the kept activity is current and gives the same rows.
+    for month in (date(2025, 3, 1), APRIL):
+        summarize_month(warehouse, month, as_of=AsOf.for_month(month).instant)
+    assert kept_activity_is_current(warehouse, APRIL)
+    again = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
+    pd.testing.assert_frame_equal(again[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
+
+
+def test_a_month_built_while_in_progress_is_not_read_from_kept_activity(warehouse, shop):
+    build(warehouse, shop, date(2025, 1, 1), date(2025, 5, 1), until=date(2025, 2, 1))
+    mid_march = datetime(2025, 3, 16, tzinfo=timezone.utc)
+    load_events_month(warehouse, str(shop), date(2025, 3, 1), first_month=date(2025, 1, 1), last_month=date(2025, 5, 1))
+    summarize_month(warehouse, date(2025, 3, 1), as_of=AsOf.for_month(date(2025, 3, 1), mid_march).instant)
+    assert kept_activity_is_current(warehouse, date(2025, 3, 1)), "the month in progress is its own latest build"
+    load_events_month(warehouse, str(shop), APRIL, first_month=date(2025, 1, 1), last_month=date(2025, 5, 1))
+    summarize_month(warehouse, APRIL, as_of=AsOf.for_month(APRIL).instant)
+    assert not kept_activity_is_current(warehouse, APRIL), "March was kept as of mid-March"

@@ -42,7 +42,9 @@ GROUP = "customers"
                                  "and the revenue of the customer's first 30 and 90 days. Built as the previous "
                                  "month's history plus this month's summaries, so its cost does not grow with the "
                                  "months behind it (rebuilt in full from every summary when the previous month's "
-                                 "history is missing or stale); RFM, CLV and cohorts read it."),
+                                 "history is missing or stale); RFM, CLV and cohorts read it. The same step keeps "
+                                 "the month's cohort_activity (purchases per cohort and period, a few hundred rows), "
+                                 "which cohort_ltv adds up instead of joining every summary with the history."),
     ],
     partitions_def=monthly_partitions,
 )
@@ -58,7 +60,8 @@ def customer_summaries(context: dg.AssetExecutionContext, warehouse: WarehouseRe
                                metadata={"dagster/row_count": counts["customers"], "as_of": as_of.instant.isoformat()})
     yield dg.MaterializeResult(asset_key="customer_week_summary", metadata={"dagster/row_count": counts["customer_weeks"]})
     yield dg.MaterializeResult(asset_key="customer_history", metadata={"dagster/row_count": counts["history_customers"],
-                                                                       "build": counts["history_method"]})
+                                                                       "build": counts["history_method"],
+                                                                       "cohort_activity_rows": counts["cohort_activity_rows"]})
 
 
 @dg.asset(

@@ -210,6 +210,27 @@ customer_history_builds = Table(
     Column("customers", BigInteger, nullable=False, comment="Rows written."),
 )
 
+cohort_activity = Table(
+    "cohort_activity",
+    metadata,
+    Column("summary_month", Date, nullable=False, comment="Month whose purchases are counted (the partition)."),
+    Column("granularity", String, nullable=False, comment="'month' or 'week'."),
+    Column("cohort_start", Date, nullable=False, comment="First day of the month (Monday of the ISO week) of the customers' first purchase."),
+    Column("period_start", Date, nullable=False, comment="First day (Monday) of the period the purchases fall in."),
+    Column("active_customers", BigInteger, nullable=False, comment="Cohort customers with a purchase in the period and this month; for a week spanning two months, only those without one in its part of the previous month, so the months' rows add up."),
+    Column("revenue", Float, nullable=False, comment="Their revenue in the period and this month."),
+    Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When this row was computed."),
+    PrimaryKeyConstraint("summary_month", "granularity", "cohort_start", "period_start", name="cohort_activity_pkey"),
+    **_partitioned("summary_month"),
+)
+
+cohort_activity_builds = Table(
+    "cohort_activity_builds",
+    metadata,
+    Column("summary_month", Date, primary_key=True, comment="The cohort_activity partition built."),
+    Column("built_at", UTC_TIMESTAMP, nullable=False, comment="Same as the month's customer_history_builds.built_at: both are built in one transaction."),
+)
+
 rfm_segment_map = Table(
     "rfm_segment_map",
     metadata,
