@@ -1,10 +1,11 @@
 """Cohort lifetime value as of a month: `cohort_ltv` and `ltv_summary` (SQL + publishing, no Dagster).
 
 * `cohort_ltv` groups customers by the month (ISO week) of their first purchase and follows each
-  cohort period by period: active customers and cumulative revenue. The warehouse aggregates the
-  customer-month / customer-week summaries to one row per cohort and activity period (a few
-  hundred rows, whatever the number of customers); `transforms.cohorts.cohort_table` does the
-  period arithmetic.
+  cohort period by period: active customers and cumulative revenue. The warehouse adds up each
+  month's kept `cohort_activity` to one row per cohort and activity period (a few hundred rows,
+  whatever the number of customers or months), or, while that is not current, aggregates the
+  customer-month / customer-week summaries to the same rows; `transforms.cohorts.cohort_table`
+  does the period arithmetic.
 * `ltv_summary` is the average revenue of a customer's first 30 and 90 days. The window ends at
   an exact instant (first purchase + N × 24 hours); the summaries step keeps each customer's
   window revenue in `customer_history` (from the purchase events themselves), so this is one

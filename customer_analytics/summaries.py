@@ -134,7 +134,8 @@ WHERE h.customer_id = w.customer_id
 
 # Cohort activity of the month, kept so that cohort_ltv adds up a few hundred rows per month instead of
 # joining every summary with the history. A customer active in a month has had their first purchase by
-# then, so their cohort never changes later (unless an earlier month is rebuilt: see `cohort_ltv`).
+# then, so their cohort never changes later (unless an earlier month is rebuilt: see
+# `cohorts.kept_activity_is_current`).
 MONTH_ACTIVITY_SQL = """
 SELECT :month, 'month', h.first_month, :month, COUNT(*), SUM(s.revenue), :computed_at
 FROM {month_summary} s JOIN {history} h ON h.customer_id = s.customer_id
