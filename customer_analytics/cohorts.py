@@ -25,11 +25,10 @@ from customer_analytics.resources.tables import (
     cohort_activity,
     cohort_activity_builds,
     cohort_ltv,
-    customer_history_builds,
     ltv_summary,
 )
 from customer_analytics.resources.warehouse import Warehouse
-from customer_analytics.summaries import month_start, plus_days
+from customer_analytics.summaries import history_builds, month_start, plus_days
 from customer_analytics.transforms.cohorts import GRANULARITIES, cohort_table
 
 # The kept activity of every month up to this one (see `summaries.build_cohort_activity`): a few
@@ -92,22 +91,14 @@ def kept_activity_is_current(warehouse: Warehouse, month: date) -> bool:
     cohort) and every earlier month was built as of its end, not while in progress: the builds'
     times must rise with the months, as the nightly runs leave them.
     """
-    history = warehouse.read_frame(
-        select(customer_history_builds.c.as_of_month, customer_history_builds.c.built_at, customer_history_builds.c.as_of)
-        .where(customer_history_builds.c.as_of_month <= month))
+    history = history_builds(warehouse, month)
+    if history.empty or history["as_of_month"].iloc[-1] != month:
+        return False
     kept = warehouse.read_frame(
         select(cohort_activity_builds.c.summary_month, cohort_activity_builds.c.built_at)
         .where(cohort_activity_builds.c.summary_month <= month))
-    if history.empty:
-        return False
-    history["as_of_month"] = pd.to_datetime(history["as_of_month"]).dt.date
-    kept["summary_month"] = pd.to_datetime(kept["summary_month"]).dt.date
-    for frame, column in ((history, "built_at"), (history, "as_of"), (kept, "built_at")):
-        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    history = history.sort_values("as_of_month")
-    kept_at = dict(zip(kept["summary_month"], kept["built_at"]))
-    if history["as_of_month"].iloc[-1] != month:
-        return False
+    kept_at = dict(zip(pd.to_datetime(kept["summary_month"]).dt.date,
+                       pd.to_datetime(kept["built_at"], utc=True, format="ISO8601")))
     for row in history.itertuples(index=False):
         if kept_at.get(row.as_of_month) != row.built_at:
             return False  # built before activity was kept, or not with this history

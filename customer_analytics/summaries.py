@@ -231,6 +231,18 @@ def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month:
     return rows
 
 
+def history_builds(warehouse: Warehouse, through: date) -> pd.DataFrame:
+    """`customer_history_builds` up to `through`, by month: as_of_month (date), built_at and as_of (UTC timestamps)."""
+    builds = warehouse.read_frame(
+        select(customer_history_builds.c.as_of_month, customer_history_builds.c.built_at, customer_history_builds.c.as_of)
+        .where(customer_history_builds.c.as_of_month <= through)
+    )
+    builds["as_of_month"] = pd.to_datetime(builds["as_of_month"]).dt.date
+    for column in ("built_at", "as_of"):
+        builds[column] = pd.to_datetime(builds[column], utc=True, format="ISO8601")
+    return builds.sort_values("as_of_month", ignore_index=True)
+
+
 def extendable_history(warehouse: Warehouse, month: date) -> bool:
     """Whether the previous month's customer_history can be extended by `month`'s summaries.
 
@@ -239,15 +251,9 @@ def extendable_history(warehouse: Warehouse, month: date) -> bool:
     carries. Call under the `customer_history` lock.
     """
     previous = add_months(month, -1)
-    builds = warehouse.read_frame(
-        select(customer_history_builds.c.as_of_month, customer_history_builds.c.built_at, customer_history_builds.c.as_of)
-        .where(customer_history_builds.c.as_of_month <= previous)
-    )
+    builds = history_builds(warehouse, previous)
     if builds.empty:
         return False
-    builds["as_of_month"] = pd.to_datetime(builds["as_of_month"]).dt.date
-    for column in ("built_at", "as_of"):
-        builds[column] = pd.to_datetime(builds[column], utc=True, format="ISO8601")
     last = builds[builds["as_of_month"] == previous]
     if last.empty or last["as_of"].iloc[0] != pd.Timestamp(month_start(month)):
         return False
