@@ -25,16 +25,19 @@ from customer_analytics.resources.tables import customer_history as customer_his
 from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.summaries import month_as_of
 from customer_analytics.transforms.clv_scores import ClvFits, ClvSettings, btyd_summary, fit_models, score_customers
-from customer_analytics.transforms.rfm import DEFAULT_SEGMENT_MAP, SEGMENT_MAP_COLUMNS, rfm_table
+from customer_analytics.transforms.rfm import DEFAULT_SEGMENT_MAP, SEGMENT_MAP_COLUMNS, assign_segments
 
 # One partition of customer_history: the running totals the summaries step keeps per customer.
 HISTORY_SQL = """
-SELECT customer_id, purchases, revenue, purchase_days, positive_days, positive_day_revenue,
-       first_purchase_at, last_purchase_at, first_purchase_date, last_purchase_date, first_month, first_day_revenue
+SELECT {columns}
 FROM {history}
 WHERE as_of_month = :month
 ORDER BY customer_id
 """
+
+# What the CLV models need of the history (btyd_summary): timestamps, the costliest to parse, are not.
+CLV_HISTORY_COLUMNS = ("customer_id", "revenue", "purchase_days", "positive_days", "positive_day_revenue",
+                       "first_purchase_date", "last_purchase_date", "first_day_revenue")
 
 
 HISTORY_TYPES = {
@@ -58,14 +61,17 @@ class AsOf:
         return cls(month, instant, (instant - timedelta(microseconds=1)).date())
 
 
-def customer_history(warehouse: Warehouse, as_of: AsOf) -> pd.DataFrame:
-    """One row per customer with a purchase before `as_of`: the month's `customer_history`."""
-    frame = warehouse.read_typed(HISTORY_SQL.format(history=warehouse.qualified(customer_history_table.name)),
-                                 {"month": as_of.month}, HISTORY_TYPES)
+def customer_history(warehouse: Warehouse, as_of: AsOf, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """One row per customer with a purchase before `as_of`: the month's `customer_history` (all or `columns`)."""
+    types = {name: kind for name, kind in HISTORY_TYPES.items() if columns is None or name in columns}
+    frame = warehouse.read_typed(HISTORY_SQL.format(columns=", ".join(types), history=warehouse.qualified(customer_history_table.name)),
+                                 {"month": as_of.month}, types)
     for column in ("first_purchase_at", "last_purchase_at"):
-        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     for column in ("first_purchase_date", "last_purchase_date"):
-        frame[column] = pd.to_datetime(frame[column]).dt.normalize()
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column]).dt.normalize()
     return frame
 
 
@@ -88,13 +94,83 @@ def stamp_as_of(frame: pd.DataFrame, as_of: AsOf, computed_at: datetime, run_id:
     return frame
 
 
-def compute_rfm(warehouse: Warehouse, as_of: AsOf, *, run_id: str = "", computed_at: datetime | None = None) -> pd.DataFrame:
-    """Replace `customer_rfm` for the month; returns the rows written."""
+# RFM scored where the history lives: the month's customers make no round trip through pandas. The
+# definitions are those of `transforms.rfm.rfm_table` (the reference the tests hold this to): ranks
+# with ties at their lowest rank, score 1 + floor(5 (rank - 1) / n) in integer arithmetic, and the
+# segment of the (R, FM) cell of the rule grid.
+RFM_SQL = """
+WITH scored AS (
+    SELECT customer_id, first_purchase_at, last_purchase_at, {recency} AS recency_days,
+           purchases AS frequency, revenue AS monetary, revenue / purchases AS avg_order_value,
+           1 + 5 * (RANK() OVER (ORDER BY last_purchase_date) - 1) / COUNT(*) OVER () AS r_score,
+           1 + 5 * (RANK() OVER (ORDER BY purchases) - 1) / COUNT(*) OVER () AS f_score,
+           1 + 5 * (RANK() OVER (ORDER BY revenue) - 1) / COUNT(*) OVER () AS m_score
+    FROM {history}
+    WHERE as_of_month = :month
+), grid (r_score, fm_score, rfm_segment) AS (
+    VALUES {grid}
+)
+SELECT :month, s.customer_id, s.first_purchase_at, s.last_purchase_at, s.recency_days, s.frequency, s.monetary,
+       s.avg_order_value, s.r_score, s.f_score, s.m_score,
+       CAST(s.r_score AS TEXT) || CAST(s.f_score AS TEXT) || CAST(s.m_score AS TEXT),
+       COALESCE(g.rfm_segment, 'Unclassified'), (s.f_score + s.m_score + 1) / 2, :as_of_date, :computed_at, :run_id
+FROM scored s
+LEFT JOIN grid g ON g.r_score = s.r_score AND g.fm_score = (s.f_score + s.m_score + 1) / 2
+"""
+RFM_COLUMNS = ["as_of_month", "customer_id", "first_purchase_at", "last_purchase_at", "recency_days", "frequency",
+               "monetary", "avg_order_value", "r_score", "f_score", "m_score", "rfm_score", "rfm_segment", "fm_score",
+               "as_of_date", "computed_at", "run_id"]
+
+
+def segment_grid(rules: pd.DataFrame) -> pd.DataFrame:
+    """The segment of every (R, FM) cell, 1–5 × 1–5, under the rules (first match by priority)."""
+    cells = pd.MultiIndex.from_product([range(1, 6), range(1, 6)], names=["r_score", "fm_score"]).to_frame(index=False)
+    cells["rfm_segment"] = assign_segments(cells["r_score"], cells["fm_score"], rules)
+    return cells
+
+
+@dataclass
+class RfmResult:
+    """What `compute_rfm` wrote: counts and a preview, for the asset's metadata and checks."""
+
+    rows: int
+    history_customers: int  # customers in the month's customer_history: one row each is expected
+    segments: dict[str, int]
+    scores_in_range: bool
+    preview: pd.DataFrame  # the top customers by monetary value
+
+
+def compute_rfm(warehouse: Warehouse, as_of: AsOf, *, run_id: str = "", computed_at: datetime | None = None) -> RfmResult:
+    """Replace `customer_rfm` for the month, computed in the warehouse from the month's customer_history."""
     computed_at = computed_at or datetime.now(timezone.utc)
-    rules = segment_map(warehouse)
-    rfm = stamp_as_of(rfm_table(customer_history(warehouse, as_of), as_of.day, rules), as_of, computed_at, run_id)
-    warehouse.replace_month(customer_rfm, as_of.month, rfm)
-    return rfm
+    grid = segment_grid(segment_map(warehouse))
+    history = warehouse.qualified(customer_history_table.name)
+    if warehouse.dialect == "postgresql":
+        recency = "CAST(:as_of_date AS DATE) - last_purchase_date"
+    else:
+        recency = "CAST(julianday(:as_of_date) - julianday(last_purchase_date) AS INTEGER)"
+    # Scores come from integers 1-5 built here; only the segment names (editable rows) are bound.
+    cells = ", ".join(f"({int(cell.r_score)}, {int(cell.fm_score)}, CAST(:segment_{index} AS VARCHAR))"
+                      for index, cell in enumerate(grid.itertuples(index=False)))
+    params = {"month": as_of.month, "as_of_date": as_of.day, "computed_at": computed_at, "run_id": run_id,
+              **{f"segment_{index}": name for index, name in enumerate(grid["rfm_segment"])}}
+    with warehouse.replace(lock_name=f"{customer_rfm.name}/{as_of.month:%Y-%m}") as replacement:
+        replacement.replace_partition(customer_rfm, as_of.month)
+        rows = replacement.append_select(customer_rfm, RFM_COLUMNS,
+                                         RFM_SQL.format(recency=recency, history=history, grid=cells), params)
+        staged = replacement.staged(customer_rfm)
+        segments = replacement.query(f"SELECT rfm_segment, COUNT(*) AS customers FROM {staged} GROUP BY rfm_segment", {})
+        out_of_range = replacement.query(
+            f"SELECT COUNT(*) AS n FROM {staged} WHERE r_score NOT BETWEEN 1 AND 5 OR f_score NOT BETWEEN 1 AND 5 "
+            "OR m_score NOT BETWEEN 1 AND 5", {})
+        preview = replacement.query(
+            f"SELECT customer_id, recency_days, frequency, monetary, rfm_score, rfm_segment FROM {staged} "
+            "ORDER BY monetary DESC, customer_id LIMIT 10", {})
+        customers = replacement.query(f"SELECT COUNT(*) AS n FROM {history} WHERE as_of_month = :month",
+                                      {"month": as_of.month})
+    return RfmResult(rows=rows, history_customers=int(customers["n"].iloc[0]),
+                     segments={str(k): int(v) for k, v in zip(segments["rfm_segment"], segments["customers"])},
+                     scores_in_range=int(out_of_range["n"].iloc[0]) == 0, preview=preview)
 
 
 @dataclass
@@ -107,7 +183,7 @@ def compute_clv(warehouse: Warehouse, as_of: AsOf, settings: ClvSettings = ClvSe
                 computed_at: datetime | None = None) -> ClvResult:
     """Fit BG/NBD + Gamma-Gamma on the month's as-of summary; replace `customer_clv` and `clv_model_fits`."""
     computed_at = computed_at or datetime.now(timezone.utc)
-    summary = btyd_summary(customer_history(warehouse, as_of), as_of.day)
+    summary = btyd_summary(customer_history(warehouse, as_of, CLV_HISTORY_COLUMNS), as_of.day)
     fits = fit_models(summary)
     scores = score_customers(summary, fits, settings)
     scores["frequency"] = summary["frequency"].to_numpy()
@@ -118,7 +194,9 @@ def compute_clv(warehouse: Warehouse, as_of: AsOf, settings: ClvSettings = ClvSe
     with warehouse.replace(lock_name=f"customer_clv/{as_of.month:%Y-%m}") as replacement:
         replacement.replace_partition(customer_clv, as_of.month)
         replacement.replace_partition(clv_model_fits, as_of.month)
-        replacement.append(customer_clv, scores)
+        replacement.append(customer_clv, scores, constants={
+            "as_of_month": as_of.month, "as_of_date": as_of.day, "computed_at": computed_at, "run_id": run_id,
+            "model": fits.model})
         replacement.append(clv_model_fits, fit_row)
     return ClvResult(scores, fits)
 

@@ -319,12 +319,10 @@ def _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, 
     keep = candidates[(status == 0) & batch_mine]
     if len(keep) == 0:
         return
-    rows_out = validated.iloc[keep].drop(columns=["reject_reason"])
-    rows_out["source"] = file.source
-    rows_out["source_file"] = file.name
+    rows_out = validated.iloc[keep].drop(columns=["reject_reason", "event_month"])
     rows_out["source_record"] = chunk.record_numbers[keep]
-    rows_out["ingested_at"] = started_at
-    replacement.append(raw_events, rows_out)
+    replacement.append(raw_events, rows_out, constants={"event_month": month, "source": file.source,
+                                                        "source_file": file.name, "ingested_at": started_at})
     report.loaded += len(rows_out)
 
 

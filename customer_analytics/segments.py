@@ -34,9 +34,38 @@ ORDER BY clv.customer_id
 """
 
 
+# The month's membership, built where customer_clv and customer_rfm live.
+SEGMENTS_SQL = """
+SELECT :month, clv.customer_id, clv.segment, rfm.rfm_segment, prev.segment,
+       (prev.segment IS NULL OR prev.segment <> clv.segment), :computed_at, :run_id
+FROM {customer_clv} clv
+JOIN {customer_rfm} rfm ON rfm.as_of_month = clv.as_of_month AND rfm.customer_id = clv.customer_id
+LEFT JOIN {customer_segments} prev ON prev.as_of_month = :previous AND prev.customer_id = clv.customer_id
+WHERE clv.as_of_month = :month
+"""
+
+# The members counted and summed per (segment, RFM segment, country, previous segment): a few
+# thousand rows from which `transforms.segments` derives the metrics and the migration. On
+# PostgreSQL the float sums are exact NUMERIC sums, so they do not depend on the order rows
+# arrive in (a parallel plan) and a rerun writes the same figures.
+CELLS_SQL = """
+SELECT s.segment, s.rfm_segment, p.country, s.previous_segment, COUNT(*) AS customers,
+       SUM(clv.clv_score) AS clv_score, SUM({predicted}) AS predicted_revenue_24m,
+       SUM({monetary}) AS monetary, SUM(rfm.recency_days) AS recency_days, SUM(rfm.frequency) AS frequency
+FROM {staged} s
+JOIN {customer_clv} clv ON clv.as_of_month = :month AND clv.customer_id = s.customer_id
+JOIN {customer_rfm} rfm ON rfm.as_of_month = :month AND rfm.customer_id = s.customer_id
+LEFT JOIN {customer_profiles} p ON p.customer_id = s.customer_id
+GROUP BY s.segment, s.rfm_segment, p.country, s.previous_segment
+"""
+
+
 @dataclass
 class SegmentTables:
-    segments: pd.DataFrame
+    """What `compute_segments` wrote: membership counts, and the (small) metrics and migration tables."""
+
+    customers: int
+    changed: int  # members whose segment differs from the month before (new customers included)
     metrics: pd.DataFrame
     migration: pd.DataFrame
 
@@ -47,29 +76,38 @@ MEMBER_TYPES = arrow_types(customer_clv.c.customer_id, customer_clv.c.segment, c
 
 
 def segment_members(warehouse: Warehouse, month: date) -> pd.DataFrame:
+    """Every member of the month with the values segment metrics use (for partial reruns and tests)."""
     names = {name: warehouse.qualified(name) for name in ("customer_clv", "customer_rfm", "customer_profiles")}
     return warehouse.read_typed(MEMBERS_SQL.format(**names), {"month": month}, MEMBER_TYPES)
 
 
 def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", computed_at: datetime | None = None) -> SegmentTables:
-    """Replace the month's customer_segments, segment_metrics and segment_migration together."""
+    """Replace the month's customer_segments, segment_metrics and segment_migration together.
+
+    Membership is an INSERT … SELECT in the warehouse; metrics and migration come from its
+    per-cell counts and sums (`CELLS_SQL`) through the same transforms a partial rerun uses.
+    """
     computed_at = computed_at or datetime.now(timezone.utc)
     warehouse.ensure_tables()
-    members = segment_members(warehouse, month)
-    previous = warehouse.read_typed(
-        f"SELECT customer_id, segment FROM {warehouse.qualified(customer_segments.name)} WHERE as_of_month = :month",
-        {"month": add_months(month, -1)}, arrow_types(customer_segments.c.customer_id, customer_segments.c.segment))
-    segments = transforms.customer_segments(members, previous)
-    metrics = transforms.segment_metrics(members) if len(members) else pd.DataFrame(columns=[c.name for c in segment_metrics.columns])
-    migration = transforms.segment_migration(segments)
+    names = {name: warehouse.qualified(name) for name in ("customer_clv", "customer_rfm", "customer_profiles", "customer_segments")}
+    params = {"month": month, "previous": add_months(month, -1), "computed_at": computed_at, "run_id": run_id}
     stamp = {"as_of_month": pd.Timestamp(month), "computed_at": computed_at, "run_id": run_id}
     with warehouse.replace(lock_name=f"customer_segments/{month:%Y-%m}") as replacement:
-        for table, frame in ((customer_segments, segments.assign(**stamp)),
-                             (segment_metrics, metrics.assign(**stamp)),
-                             (segment_migration, migration.assign(**stamp))):
+        for table in (customer_segments, segment_metrics, segment_migration):
             replacement.replace_partition(table, month)
-            replacement.append(table, frame)
-    return SegmentTables(segments, metrics, migration)
+        customers = replacement.append_select(customer_segments, [c.name for c in customer_segments.columns],
+                                              SEGMENTS_SQL.format(**names), params)
+        replacement.analyze(replacement.staged(customer_segments))
+        exact = "CAST({} AS NUMERIC)" if warehouse.dialect == "postgresql" else "{}"
+        cells = replacement.query(CELLS_SQL.format(
+            staged=replacement.staged(customer_segments), predicted=exact.format("clv.predicted_revenue_24m"),
+            monetary=exact.format("rfm.monetary"), **names), {"month": month})
+        metrics = transforms.segment_metrics(cells) if len(cells) else pd.DataFrame(columns=[c.name for c in segment_metrics.columns])
+        migration = transforms.segment_migration(cells)
+        replacement.append(segment_metrics, metrics.assign(**stamp))
+        replacement.append(segment_migration, migration.assign(**stamp))
+    changed = cells.loc[cells["previous_segment"].isna() | (cells["previous_segment"] != cells["segment"]), "customers"]
+    return SegmentTables(customers, int(changed.sum()), metrics, migration)
 
 
 def publish_segment_definitions(warehouse: Warehouse, settings: ClvSettings = ClvSettings(), today: date | None = None) -> pd.DataFrame:

@@ -5,21 +5,37 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from customer_analytics.asof import AsOf, compute_clv, compute_rfm
+from customer_analytics.asof import AsOf, compute_clv, compute_rfm, segment_map
+from customer_analytics.asof import customer_history as customer_history_frame
 from customer_analytics.config import add_months
 from customer_analytics.loading import load_events_month
-from customer_analytics.resources.tables import clv_model_fits, customer_clv, customer_month_summary, customer_rfm
+from customer_analytics.resources.tables import (
+    clv_model_fits,
+    customer_clv,
+    customer_history,
+    customer_month_summary,
+    customer_rfm,
+    rfm_segment_map,
+)
 from customer_analytics.summaries import summarize_month
 from customer_analytics.transforms.clv_scores import ClvSettings
+from customer_analytics.transforms.rfm import DEFAULT_SEGMENT_MAP, rfm_table
 from customer_analytics_tests.landing_builder import event, write_csv, write_ndjson
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def stored_rfm(warehouse, month: date) -> pd.DataFrame:
+    """The month's customer_rfm rows as written, by customer_id."""
+    rows = warehouse.read_frame(select(customer_rfm).where(customer_rfm.c.as_of_month == month).order_by("customer_id"))
+    return rows.reset_index(drop=True)
 
 
 def build(warehouse, landing: Path, first: date, last: date, *, until: date | None = None) -> None:
@@ -56,11 +72,15 @@ def test_summaries_hold_what_the_as_of_tables_need(warehouse, shop):
 
 def test_rfm_as_of_the_end_of_each_month(warehouse, shop):
     build(warehouse, shop, date(2025, 1, 1), date(2025, 3, 1))
-    jan = compute_rfm(warehouse, AsOf.for_month(date(2025, 1, 1))).set_index("customer_id")
+    result = compute_rfm(warehouse, AsOf.for_month(date(2025, 1, 1)))
+    assert (result.rows, result.history_customers, result.scores_in_range) == (2, 2, True)
+    assert sum(result.segments.values()) == 2 and list(result.preview["customer_id"]) == ["alice", "bob"]
+    jan = stored_rfm(warehouse, date(2025, 1, 1)).set_index("customer_id")
     assert set(jan.index) == {"alice", "bob"}, "February's purchases do not count as of January"
     assert jan.loc["alice", "recency_days"] == 0 and jan.loc["bob", "recency_days"] == 11
     assert (jan.loc["alice", "frequency"], jan.loc["alice", "monetary"]) == (3, 25.0)
-    feb = compute_rfm(warehouse, AsOf.for_month(date(2025, 2, 1))).set_index("customer_id")
+    compute_rfm(warehouse, AsOf.for_month(date(2025, 2, 1)))
+    feb = stored_rfm(warehouse, date(2025, 2, 1)).set_index("customer_id")
     assert feb.loc["alice", "monetary"] == 55.0 and feb.loc["alice", "recency_days"] == 18
     stored = warehouse.read_frame(select(customer_rfm))
     assert sorted(stored["as_of_month"].astype(str).unique()) == ["2025-01-01", "2025-02-01"]
@@ -120,8 +140,9 @@ def test_segments_follow_customers_from_month_to_month(warehouse, shop):
         compute_rfm(warehouse, AsOf.for_month(month))
         compute_clv(warehouse, AsOf.for_month(month))
         tables = compute_segments(warehouse, month)
-    feb = tables.segments.set_index("customer_id")
     stored = warehouse.read_frame(select(customer_segments).where(customer_segments.c.as_of_month == date(2025, 2, 1)))
+    feb = stored.set_index("customer_id")
+    assert tables.customers == 2 and tables.changed == int(feb["segment_changed"].astype(bool).sum())
     assert set(stored["customer_id"]) == {"alice", "bob"} and len(stored) == 2
     assert feb.loc["alice", "previous_segment"] is not None, "alice was segmented in January"
     assert tables.migration["customers"].sum() == 2
@@ -145,10 +166,63 @@ def test_property_reruns_are_identical(sqlite_warehouse, tmp_path_factory, purch
     write_ndjson(landing / "events" / "p.ndjson", records)
     build(sqlite_warehouse, landing, date(2025, 1, 1), date(2025, 3, 1), until=date(2025, 2, 1))
     as_of = AsOf.for_month(date(2025, 2, 1))
-    first = (compute_rfm(sqlite_warehouse, as_of).drop(columns=["computed_at"]),
-             compute_clv(sqlite_warehouse, as_of).scores.drop(columns=["computed_at"]))
-    again = (compute_rfm(sqlite_warehouse, as_of).drop(columns=["computed_at"]),
-             compute_clv(sqlite_warehouse, as_of).scores.drop(columns=["computed_at"]))
+    runs = []
+    for _ in range(2):
+        compute_rfm(sqlite_warehouse, as_of)
+        runs.append((stored_rfm(sqlite_warehouse, as_of.month).drop(columns=["computed_at"]),
+                     compute_clv(sqlite_warehouse, as_of).scores.drop(columns=["computed_at"])))
+    first, again = runs
     pd.testing.assert_frame_equal(first[0], again[0])
     pd.testing.assert_frame_equal(first[1], again[1])
     assert first[0]["monetary"].sum() == pytest.approx(sum(c for *_, c in purchases) / 100)
+
+
+def _random_history(month: date, n: int, seed: int) -> pd.DataFrame:
+    """A month's customer_history with many ties (few distinct dates, counts and cent amounts)."""
+    rng = np.random.default_rng(seed)
+    as_of = AsOf.for_month(month)
+    last_day = pd.Timestamp(as_of.day) - pd.to_timedelta(rng.integers(0, 12, n) * 5, unit="D")
+    first_day = last_day - pd.to_timedelta(rng.integers(0, 400, n), unit="D")
+    purchases = rng.integers(1, 6, n)
+    revenue = np.round(rng.choice([0.0, 9.99, 25.0, 100.0], n) * purchases + rng.integers(0, 3, n) * 0.01, 2)
+    return pd.DataFrame({
+        "as_of_month": pd.Timestamp(month), "customer_id": [f"c{seed}-{i:05d}" for i in range(n)],
+        "purchases": purchases, "revenue": revenue, "purchase_days": purchases, "positive_days": purchases,
+        "positive_day_revenue": revenue,
+        "first_purchase_at": (first_day + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s")).tz_localize("UTC"),
+        "last_purchase_at": (last_day + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s")).tz_localize("UTC"),
+        "first_purchase_date": first_day, "last_purchase_date": last_day,
+        "first_month": first_day.to_period("M").to_timestamp(), "first_day_revenue": revenue / purchases,
+        "revenue_30d": 0.0, "revenue_90d": 0.0, "as_of": pd.Timestamp(as_of.instant),
+        "computed_at": pd.Timestamp(as_of.instant),
+    })
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rfm_computed_in_the_warehouse_equals_the_pandas_reference(warehouse, seed):
+    """customer_rfm is scored in SQL; `rfm_table` states the definitions. Ties, and (seed 2) a rule map
+    with gaps, leaving some cells Unclassified, must come out the same."""
+    month = date(2025, 3, 1)
+    as_of = AsOf.for_month(month)
+    history = _random_history(month, 700, seed)
+    warehouse.replace_month(customer_history, month, history)
+    if seed == 2:
+        rules = DEFAULT_SEGMENT_MAP[DEFAULT_SEGMENT_MAP["rfm_segment"].isin(["Champions", "Lost", "At Risk"])]
+        with warehouse.replace(lock_name="rfm_segment_map") as replacement:
+            replacement.delete_where(rfm_segment_map, rfm_segment_map.c.priority.is_not(None))
+            replacement.append(rfm_segment_map, rules)
+    result = compute_rfm(warehouse, as_of, run_id="sql")
+    stored = stored_rfm(warehouse, month).set_index("customer_id")
+    expected = rfm_table(customer_history_frame(warehouse, as_of), as_of.day, segment_map(warehouse)).set_index("customer_id")
+    assert result.rows == len(stored) == len(history) == result.history_customers
+    assert result.scores_in_range
+    assert stored.index.equals(expected.index)
+    for column in ("recency_days", "frequency", "r_score", "f_score", "m_score", "fm_score", "rfm_score", "rfm_segment"):
+        assert stored[column].astype(str).tolist() == expected[column].astype(str).tolist(), column
+    for column in ("monetary", "avg_order_value"):
+        np.testing.assert_array_equal(stored[column].to_numpy(float), expected[column].to_numpy(float))
+    for column in ("first_purchase_at", "last_purchase_at"):
+        assert (pd.to_datetime(stored[column], utc=True, format="ISO8601") == expected[column]).all(), column
+    assert result.segments == expected["rfm_segment"].value_counts().to_dict()
+    assert (seed == 2) == ("Unclassified" in result.segments)
+    assert set(stored["r_score"]) <= set(range(1, 6)) and len(set(stored["r_score"])) > 1

@@ -183,3 +183,31 @@ def test_bad_run_config_is_refused_before_anything_runs(scored):
     # Refused while building the op's config, before its body runs: a framework error carrying the message.
     assert "use YYYY-MM" in failure.error.to_string()
     assert (rows(scored, customer_clv)["run_id"] == "nightly").all()
+
+
+def test_the_nightly_segment_tables_computed_in_the_warehouse_equal_the_pandas_reference(scored):
+    """compute_segments joins and aggregates in SQL; the transforms over every member state the definitions."""
+    members = segment_members(scored, MONTH)
+    previous = scored.read_frame(select(customer_segments.c.customer_id, customer_segments.c.segment)
+                                 .where(customer_segments.c.as_of_month == date(2025, 2, 1)))
+    expected = segment_transforms.customer_segments(members, previous).set_index("customer_id").sort_index()
+    stored = values(rows(scored, customer_segments)).drop(columns=["as_of_month"])
+    assert len(stored) == len(members) > 100 and stored.index.equals(expected.index)
+    assert stored["segment_changed"].astype(bool).tolist() == expected["segment_changed"].tolist()
+    assert stored["previous_segment"].notna().sum() > 0 and stored["segment_changed"].astype(bool).any()
+    for column in ("segment", "rfm_segment", "previous_segment"):
+        assert stored[column].fillna("-").tolist() == expected[column].fillna("-").tolist(), column
+
+    key = ["segment_type", "segment", "country"]
+    metrics = scored.read_frame(select(segment_metrics).where(segment_metrics.c.as_of_month == MONTH))
+    got = metrics.drop(columns=[*STAMPS, "as_of_month"]).fillna({"country": "(all)"}).sort_values(key, ignore_index=True)
+    want = segment_transforms.segment_metrics(members).fillna({"country": "(all)"}).sort_values(key, ignore_index=True)[got.columns]
+    assert got["country"].nunique() > 2
+    pd.testing.assert_frame_equal(got.astype({"country": object}), want.astype({"country": object}),
+                                  check_dtype=False, check_exact=False, rtol=1e-12)
+
+    migration = scored.read_frame(select(segment_migration).where(segment_migration.c.as_of_month == MONTH))
+    got = migration[["from_segment", "to_segment", "customers"]].sort_values(["from_segment", "to_segment"], ignore_index=True)
+    want = segment_transforms.segment_migration(segment_transforms.customer_segments(members, previous))
+    pd.testing.assert_frame_equal(got, want.sort_values(["from_segment", "to_segment"], ignore_index=True)[got.columns],
+                                  check_dtype=False)

@@ -166,3 +166,36 @@ def test_typed_reads_of_timestamps_are_utc_whatever_the_session_time_zone(pg_war
     finally:
         kolkata.engine.dispose()
     assert frame["t"].iloc[0] == pd.Timestamp("2025-03-01 12:00:00", tz="UTC")
+
+
+def test_constant_columns_are_stored_for_every_row_and_stay_with_their_rows(warehouse):
+    """`append(..., constants=...)`: on PostgreSQL the staging table's defaults, not COPY data. Each append's
+    constants hold for its own rows only, and the published partition keeps no default."""
+    month = date(2025, 1, 1)
+    quoted = "events/it's; DROP TABLE raw_events; --.ndjson"
+    with warehouse.replace(lock_name="raw_events/2025-01") as replacement:
+        replacement.replace_partition(raw_events, month)
+        replacement.append(raw_events, _events("2025-01", ["a", "b"]).drop(columns=["source_file", "ingested_at"]),
+                           constants={"source_file": quoted, "ingested_at": pd.Timestamp("2026-02-03 04:05:06.789", tz="UTC"),
+                                      "event_month": month})
+        replacement.append(raw_events, _events("2025-01", ["c"], source_file="events/b.ndjson"),
+                           constants={"ingested_at": pd.Timestamp("2027-01-01", tz="UTC")})
+        replacement.append(raw_events, _events("2025-01", ["d"], source_file="events/c.ndjson"))
+    stored = warehouse.read_frame(select(raw_events).order_by(raw_events.c.event_id)).set_index("event_id")
+    assert stored["source_file"].tolist() == [quoted, quoted, "events/b.ndjson", "events/c.ndjson"]
+    ingested = pd.to_datetime(stored["ingested_at"], utc=True, format="ISO8601")
+    assert ingested.tolist() == [pd.Timestamp("2026-02-03 04:05:06.789", tz="UTC")] * 2 + [
+        pd.Timestamp("2027-01-01", tz="UTC"), pd.Timestamp("2026-01-01", tz="UTC")]
+    assert set(stored["event_month"].astype(str)) == {"2025-01-01"}
+    if warehouse.dialect == "postgresql":
+        defaults = warehouse.read_frame(
+            "SELECT c.relname, a.attname FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid "
+            "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :schema AND c.relname LIKE 'raw_events%'",
+            {"schema": warehouse.schema})
+        assert defaults.empty, defaults
+    with pytest.raises(ValueError, match="raw_events has no column no_such_column"):
+        with warehouse.replace(lock_name="raw_events/2025-01") as replacement:
+            replacement.replace_partition(raw_events, month)
+            replacement.append(raw_events, _events("2025-01", ["e"]), constants={"no_such_column": 1})
+    assert len(warehouse.read_frame(select(raw_events.c.event_id))) == 4

@@ -17,15 +17,15 @@ INPUTS = ["customer_clv", "customer_rfm", "customer_profiles"]
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("customer_segments", deps=INPUTS, group_name=GROUP, owners=OWNERS, kinds={"pandas", "sql"},
+        dg.AssetSpec("customer_segments", deps=INPUTS, group_name=GROUP, owners=OWNERS, kinds={"sql"},
                      metadata=table_spec_metadata(customer_segments),
                      description="Each customer's value segment (high, medium, low, at_risk) and named RFM segment as "
                                  "of the end of the month, with the segment they had the month before."),
-        dg.AssetSpec("segment_metrics", deps=INPUTS, group_name=GROUP, owners=OWNERS, kinds={"pandas", "sql"},
+        dg.AssetSpec("segment_metrics", deps=INPUTS, group_name=GROUP, owners=OWNERS, kinds={"sql"},
                      metadata=table_spec_metadata(segment_metrics),
                      description="Per value and RFM segment, overall and per profile country: customers, share, "
                                  "average CLV score and predicted revenue, revenue to date, average recency and frequency."),
-        dg.AssetSpec("segment_migration", deps=INPUTS, group_name=GROUP, owners=OWNERS, kinds={"pandas", "sql"},
+        dg.AssetSpec("segment_migration", deps=INPUTS, group_name=GROUP, owners=OWNERS, kinds={"sql"},
                      metadata=table_spec_metadata(segment_migration),
                      description="How many customers moved from each value segment to each other since the month "
                                  "before ('new' for customers new this month)."),
@@ -38,8 +38,8 @@ def customer_segment_tables(context: dg.AssetExecutionContext, warehouse: Wareho
     tables = compute_segments(warehouse.get(), partition_month(context.partition_key), run_id=context.run.run_id)
     overall = tables.metrics[(tables.metrics["segment_type"] == "value") & tables.metrics["country"].isna()]
     yield dg.MaterializeResult(asset_key="customer_segments", metadata={
-        "dagster/row_count": len(tables.segments),
-        "changed_segment": int(tables.segments["segment_changed"].sum()),
+        "dagster/row_count": tables.customers,
+        "changed_segment": tables.changed,
         "segment_mix": markdown_table(overall[["segment", "customers", "share", "avg_clv_score", "avg_predicted_revenue"]]),
         "segment_mix_chart": dg.MetadataValue.md(
             png_markdown(segment_mix_png(tables.metrics, tables.migration), "segment mix and migration")),

@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from psycopg import sql as psycopg_sql
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -379,6 +380,7 @@ class Replacement:
         self._partitions: dict[str, date] = {}  # partitioned table name -> month swapped in
         self._order: list[Table] = []
         self._ignore_conflicts: set[str] = set()
+        self._defaults: dict[str, dict[str, Any]] = {}  # table name -> staging column defaults set by `append`
         self._key_tables: list[str] = []  # temporary tables dropped at the end
         self._copier = BackgroundCopier() if warehouse.dialect == "postgresql" else None
         self._transaction = None
@@ -471,11 +473,48 @@ class Replacement:
         self._order.append(table)
         return staging
 
-    def append(self, table: Table, frame: pd.DataFrame) -> None:
-        """Stage rows for `table` (declare what they replace first)."""
+    def append(self, table: Table, frame: pd.DataFrame, *, constants: dict[str, Any] | None = None) -> None:
+        """Stage rows for `table` (declare what they replace first).
+
+        `constants` are columns holding one value in every row (the month, a run stamp). On
+        PostgreSQL they become the staging table's column defaults instead of travelling in the
+        COPY: formatting and parsing a timestamp a million times costs seconds.
+        """
         if table.name not in self._staging:
             raise ValueError(f"declare what the rows of {table.name} replace before staging them")
+        constants = constants or {}
+        unknown = sorted(set(constants) - set(table.c.keys()))
+        if unknown:
+            raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
+        if self.postgres:
+            self._set_defaults(table, constants, frame)
+            frame = frame.drop(columns=[name for name in constants if name in frame.columns])
+        else:
+            frame = frame.assign(**constants)
         self.warehouse.insert_frame(self.connection, self._staging[table.name], table, frame, copier=self._copier)
+
+    def _set_defaults(self, table: Table, constants: dict[str, Any], frame: pd.DataFrame) -> None:
+        """Make the staging table's defaults `constants`, and no other column default to a value set before."""
+        current = self._defaults.setdefault(table.name, {})
+        changes = []
+        for name in [n for n in current if n not in constants and n not in frame.columns]:
+            changes.append(f"ALTER COLUMN {self.warehouse.quote(name)} DROP DEFAULT")
+            del current[name]
+        for name, value in constants.items():
+            column = table.c[name]
+            if column.server_default is not None:
+                raise ValueError(f"{table.name}.{name} has a default of its own: pass its values in the rows")
+            if isinstance(value, pd.Timestamp):
+                value = value.to_pydatetime()
+            if isinstance(column.type, Date) and isinstance(value, datetime):
+                value = value.date()
+            if name not in current or current[name] != value:
+                literal = psycopg_sql.Literal(value).as_string(self.connection.connection.driver_connection)
+                changes.append(f"ALTER COLUMN {self.warehouse.quote(name)} SET DEFAULT {literal}")
+                current[name] = value
+        if changes:
+            self._sync()  # a background COPY must not see the defaults change under it
+            self.connection.execute(text(f"ALTER TABLE {self._staging[table.name]} {', '.join(changes)}"))
 
     def _sync(self) -> None:
         """Wait for background COPYs before using the connection here."""
@@ -522,6 +561,12 @@ class Replacement:
         self._sync()
         return self.connection.execute(text(sql), self.warehouse.sql_params(params)).rowcount
 
+    def query(self, sql: str, params: dict) -> pd.DataFrame:
+        """A small query's rows on the replacement's connection, so it sees the staged rows (see `staged`)."""
+        self._sync()
+        result = self.connection.execute(text(sql), self.warehouse.sql_params(params))
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
     def publish(self) -> None:
         wh = self.warehouse
         self._sync()
@@ -566,6 +611,10 @@ class Replacement:
         # A new partition has no statistics until autovacuum comes by; the next steps of the same run
         # query it, and on a guess of a few rows the planner picks nested loops over a million.
         self.connection.execute(text(f"ANALYZE {staging}"))
+        if self._defaults.get(table.name):
+            # The constants' defaults were for loading only; the partition keeps the parent's (none).
+            drops = ", ".join(f"ALTER COLUMN {wh.quote(name)} DROP DEFAULT" for name in self._defaults[table.name])
+            self.connection.execute(text(f"ALTER TABLE {staging} {drops}"))
         self.connection.execute(text(f"ALTER TABLE {staging} RENAME TO {wh.quote(child_name)}"))
         # ATTACH builds the child's indexes: give the sorts memory (this transaction only).
         self.connection.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))

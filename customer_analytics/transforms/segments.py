@@ -31,31 +31,39 @@ def customer_segments(members: pd.DataFrame, previous: pd.DataFrame) -> pd.DataF
     return out
 
 
+# The figures summed per segment: each a member's value, or (see `segment_metrics`) a sum over customers.
+SUMMED = ("clv_score", "predicted_revenue_24m", "monetary", "recency_days", "frequency")
+
+
 def segment_metrics(customers: pd.DataFrame) -> pd.DataFrame:
     """Metrics per segment (value and RFM), overall and per country.
 
     `customers`: segment, rfm_segment, country, clv_score, predicted_revenue_24m, monetary,
-    recency_days, frequency — one row per customer.
+    recency_days, frequency — one row per customer; or, with a `customers` column, one row per
+    group of that many customers holding the sums of their values (what the warehouse
+    aggregates, so a month's million members need not come into pandas).
     """
+    if "customers" not in customers.columns:
+        customers = customers.assign(customers=1)
     frames = []
     for segment_type, column in (("value", "segment"), ("rfm", "rfm_segment")):
         for by_country in (False, True):
             scope = customers.dropna(subset=["country"]) if by_country else customers
             keys = [column, "country"] if by_country else [column]
-            grouped = scope.groupby(keys, dropna=False)
-            frame = grouped.agg(
-                customers=("clv_score", "size"),
-                avg_clv_score=("clv_score", "mean"),
-                avg_predicted_revenue=("predicted_revenue_24m", "mean"),
-                total_revenue=("monetary", "sum"),
-                avg_recency_days=("recency_days", "mean"),
-                avg_frequency=("frequency", "mean"),
-            ).reset_index().rename(columns={column: "segment"})
-            totals = scope.groupby("country").size() if by_country else None
-            # float64 even when no customer has a country (the map of an empty string column stays a string).
-            frame["share"] = frame["customers"] / (frame["country"].map(totals).astype("float64") if by_country else len(scope))
-            if not by_country:
-                frame["country"] = None
+            sums = scope.groupby(keys, dropna=False)[["customers", *SUMMED]].sum().reset_index()
+            frame = pd.DataFrame({"segment": sums[column], "country": sums["country"] if by_country else None,
+                                  "customers": sums["customers"].astype("int64")})
+            count = frame["customers"].astype("float64")
+            frame["avg_clv_score"] = sums["clv_score"].astype("float64") / count
+            frame["avg_predicted_revenue"] = sums["predicted_revenue_24m"].astype("float64") / count
+            frame["total_revenue"] = sums["monetary"].astype("float64")
+            frame["avg_recency_days"] = sums["recency_days"].astype("float64") / count
+            frame["avg_frequency"] = sums["frequency"].astype("float64") / count
+            if by_country:
+                # float64 even when no customer has a country (the map of an empty string column stays a string).
+                frame["share"] = count / frame["country"].map(scope.groupby("country")["customers"].sum()).astype("float64")
+            else:
+                frame["share"] = count / scope["customers"].sum()
             frame["segment_type"] = segment_type
             frames.append(frame)
     metrics = pd.concat(frames, ignore_index=True)
@@ -63,9 +71,14 @@ def segment_metrics(customers: pd.DataFrame) -> pd.DataFrame:
 
 
 def segment_migration(segments: pd.DataFrame) -> pd.DataFrame:
-    """Customers per (from_segment, to_segment); `from_segment` is `NEW_CUSTOMER` for newcomers."""
+    """Customers per (from_segment, to_segment); `from_segment` is `NEW_CUSTOMER` for newcomers.
+
+    `segments`: segment and previous_segment per customer, or per group with a `customers` count.
+    """
+    if "customers" not in segments.columns:
+        segments = segments.assign(customers=1)
     moves = segments.assign(from_segment=segments["previous_segment"].fillna(NEW_CUSTOMER))
-    counted = moves.groupby(["from_segment", "segment"]).size().reset_index(name="customers")
+    counted = moves.groupby(["from_segment", "segment"])["customers"].sum().astype("int64").reset_index()
     return counted.rename(columns={"segment": "to_segment"})
 
 
