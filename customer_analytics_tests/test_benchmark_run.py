@@ -34,3 +34,18 @@ def test_the_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert result["rows"] == 6000, "every generated event of the month is valid and loaded"
     assert result["copy_s"] > 0 and result["ingestion_s"] > 0 and result["bare_s"] > 0 and result["peak_rss_bytes"] > 0
     assert "| figure | project | anchor | ratio | target | met? |" in done.stdout
+
+
+@pytest.mark.postgres
+def test_the_ingestion_floor_benchmark_runs_at_a_tiny_size():
+    url = _postgres_or_skip()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ingest_floor", "--db", url, "--events", "3000", "--customers", "300", "--repeats", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout[: done.stdout.rindex("}") + 1])
+    assert result["events"] == 3000 and result["anchor_copy_s"] > 0
+    assert set(result["parts_s"]) == {"copy", "primary key", "customer_id index", "analyze"}
+    assert result["database_s"] >= result["parts_s"]["copy"] and 0 < result["best_ratio"]
+    assert "ingestion can reach at most" in done.stdout
