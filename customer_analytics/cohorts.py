@@ -119,10 +119,10 @@ def cohort_activity_rows(warehouse: Warehouse, as_of: AsOf, granularity: str, *,
         sql = KEPT_ACTIVITY_SQL.format(activity=warehouse.qualified(cohort_activity.name))
     elif granularity == "month":
         sql = MONTH_ACTIVITY_SQL.format(month_summary=warehouse.qualified("customer_month_summary"),
-                                        history=warehouse.qualified("customer_history"))
+                                        history=warehouse.partition_of("customer_history", as_of.month))
     elif granularity == "week":
         sql = WEEK_ACTIVITY_SQL.format(week_summary=warehouse.qualified("customer_week_summary"),
-                                       history=warehouse.qualified("customer_history"),
+                                       history=warehouse.partition_of("customer_history", as_of.month),
                                        first_week=warehouse.week_start("first_purchase_date"))
     frame = warehouse.read_frame(sql, warehouse.sql_params({"month": as_of.month, "granularity": granularity}))
     for column in ("cohort_start", "period_start"):

@@ -77,8 +77,16 @@ MEMBER_TYPES = arrow_types(customer_clv.c.customer_id, customer_clv.c.segment, c
 
 def segment_members(warehouse: Warehouse, month: date) -> pd.DataFrame:
     """Every member of the month with the values segment metrics use (for partial reruns and tests)."""
-    names = {name: warehouse.qualified(name) for name in ("customer_clv", "customer_rfm", "customer_profiles")}
-    return warehouse.read_typed(MEMBERS_SQL.format(**names), {"month": month}, MEMBER_TYPES)
+    return warehouse.read_typed(MEMBERS_SQL.format(**month_tables(warehouse, month)), {"month": month}, MEMBER_TYPES)
+
+
+def month_tables(warehouse: Warehouse, month: date) -> dict[str, str]:
+    """SQL names for the segment queries of `month`: its own customer_clv and customer_rfm partitions,
+    the previous month's customer_segments, and customer_profiles (see `Warehouse.partition_of`)."""
+    return {"customer_clv": warehouse.partition_of("customer_clv", month),
+            "customer_rfm": warehouse.partition_of("customer_rfm", month),
+            "customer_segments": warehouse.partition_of("customer_segments", add_months(month, -1)),
+            "customer_profiles": warehouse.qualified("customer_profiles")}
 
 
 def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", computed_at: datetime | None = None) -> SegmentTables:
@@ -89,7 +97,7 @@ def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", com
     """
     computed_at = computed_at or datetime.now(timezone.utc)
     warehouse.ensure_tables()
-    names = {name: warehouse.qualified(name) for name in ("customer_clv", "customer_rfm", "customer_profiles", "customer_segments")}
+    names = month_tables(warehouse, month)
     params = {"month": month, "previous": add_months(month, -1), "computed_at": computed_at, "run_id": run_id}
     stamp = {"as_of_month": pd.Timestamp(month), "computed_at": computed_at, "run_id": run_id}
     with warehouse.replace(lock_name=f"customer_segments/{month:%Y-%m}") as replacement:

@@ -223,7 +223,7 @@ def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month:
         month_summary=replacement.staged(customer_month_summary), history=history), params)
     rows += replacement.append_select(cohort_activity, columns, WEEK_ACTIVITY_SQL.format(
         week_summary=replacement.staged(customer_week_summary), history=history,
-        published_weeks=warehouse.qualified(customer_week_summary.name),
+        published_weeks=warehouse.partition_of(customer_week_summary.name, add_months(month, -1)),
         first_week=warehouse.week_start("h.first_purchase_date")), params)
     replacement.delete_where(cohort_activity_builds, cohort_activity_builds.c.summary_month == month)
     replacement.append(cohort_activity_builds, pd.DataFrame([{"summary_month": pd.Timestamp(month),
@@ -269,7 +269,8 @@ def build_history(warehouse: Warehouse, replacement: Replacement, month: date, *
     replacement.replace_partition(customer_history, month)
     params = {"month": month, "previous": add_months(month, -1), "as_of": as_of, "computed_at": computed_at}
     if incremental:
-        sql = HISTORY_INCREMENT_SQL.format(history=warehouse.qualified(customer_history.name), month_summary=staged_summary)
+        sql = HISTORY_INCREMENT_SQL.format(history=warehouse.partition_of(customer_history.name, add_months(month, -1)),
+                                           month_summary=staged_summary)
     else:
         sql = HISTORY_FULL_SQL.format(columns=SUMMARY_COLUMNS, published=warehouse.qualified(customer_month_summary.name),
                                       month_summary=staged_summary)
@@ -277,7 +278,7 @@ def build_history(warehouse: Warehouse, replacement: Replacement, month: date, *
     staged = replacement.staged(customer_history)
     replacement.analyze(staged)
     window = WINDOW_REVENUE_SQL.format(
-        history=staged, raw_events=warehouse.qualified("raw_events"),
+        history=staged, raw_events=warehouse.partition_of("raw_events", month) if incremental else warehouse.qualified("raw_events"),
         end_30=plus_days(warehouse, "c.first_purchase_at", 30), end_90=plus_days(warehouse, "c.first_purchase_at", 90),
         end_90_month=month_of_plus_days(warehouse, "c.first_purchase_at", 90),
         # Extending: only windows still open at the month's start can gain revenue.

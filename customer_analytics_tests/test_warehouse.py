@@ -234,3 +234,16 @@ def test_the_planner_estimates_joins_of_one_month_from_the_parents_statistics(pg
     join = next(joins(plan[0]["Plan"]))
     assert customers / 3 <= join["Plan Rows"] <= customers * 3, join
     assert join["Node Type"] != "Nested Loop", join
+
+
+def test_one_month_is_read_from_its_own_partition_when_there_is_one(warehouse):
+    """`partition_of`: PostgreSQL queries of one month name the month's partition, so the planner uses that
+    partition's statistics; a month not built yet, and SQLite, read the table (the month filter stays)."""
+    _replace_month(warehouse, "2025-01", _events("2025-01", ["a", "b"]))
+    built, missing = warehouse.partition_of("raw_events", date(2025, 1, 1)), warehouse.partition_of("raw_events", date(2025, 2, 1))
+    if warehouse.dialect == "postgresql":
+        assert built == warehouse.qualified("raw_events_2025_01") and missing == warehouse.qualified("raw_events")
+    else:
+        assert built == missing == warehouse.qualified("raw_events")
+    assert warehouse.scalar(f"SELECT COUNT(*) FROM {built} WHERE event_month = :month", warehouse.sql_params({"month": date(2025, 1, 1)})) == 2
+    assert warehouse.scalar(f"SELECT COUNT(*) FROM {missing} WHERE event_month = :month", warehouse.sql_params({"month": date(2025, 2, 1)})) == 0

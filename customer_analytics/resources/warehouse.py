@@ -166,6 +166,23 @@ class Warehouse:
             return f"{self.quote(self.schema)}.{self.quote(name)}"
         return self.quote(name)
 
+    def partition_of(self, table: str, month: date) -> str:
+        """Where to read one month of a partitioned table from, quoted for raw SQL.
+
+        On PostgreSQL, the month's own partition when it exists: the planner then estimates a join
+        from that partition's statistics. Through the parent it uses the parent's, whose count of
+        distinct customers is a guess from a sample of every month: at month 9 it took a
+        million-row join for an 8-million-row one and chose nested loops (21.7 s instead of 4.2 s).
+        Otherwise (SQLite, or a month not yet built) the table itself; callers still filter on the month.
+        """
+        if self.dialect != "postgresql":
+            return self.qualified(table)
+        child = f"{table}_{month:%Y_%m}"
+        with self.connect() as connection:
+            exists = connection.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
+                                        {"name": f"{self.quote(self.schema)}.{self.quote(child)}"}).scalar()
+        return self.qualified(child) if exists else self.qualified(table)
+
     def sql_params(self, params: dict) -> dict:
         """Parameters for raw SQL: SQLite compares dates and timestamps as the text SQLAlchemy stores."""
         if self.dialect != "sqlite":
