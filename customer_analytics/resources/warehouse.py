@@ -177,11 +177,15 @@ class Warehouse:
         """
         if self.dialect != "postgresql":
             return self.qualified(table)
-        child = f"{table}_{month:%Y_%m}"
+        child = partition_name(table, month)
         with self.connect() as connection:
-            exists = connection.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
-                                        {"name": f"{self.quote(self.schema)}.{self.quote(child)}"}).scalar()
+            exists = self.table_exists(connection, child)
         return self.qualified(child) if exists else self.qualified(table)
+
+    def table_exists(self, connection: Connection, name: str) -> bool:
+        """Whether the warehouse schema holds a table `name` (PostgreSQL), as `connection` sees it."""
+        return bool(connection.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
+                                       {"name": f"{self.quote(self.schema)}.{self.quote(name)}"}).scalar())
 
     def sql_params(self, params: dict) -> dict:
         """Parameters for raw SQL: SQLite compares dates and timestamps as the text SQLAlchemy stores."""
@@ -377,6 +381,11 @@ class BackgroundCopier:
         with contextlib.suppress(BaseException):
             self.sync()
         self._executor.shutdown(wait=True)
+
+
+def partition_name(table: str, month: date) -> str:
+    """The name of `table`'s partition for `month` on PostgreSQL (e.g. raw_events_2025_01)."""
+    return f"{table}_{month:%Y_%m}"
 
 
 def lock_key(*parts: str) -> int:
@@ -616,12 +625,10 @@ class Replacement:
 
     def _swap_partition(self, table: Table, staging: str, month: date) -> None:
         wh = self.warehouse
-        child_name = f"{table.name}_{month:%Y_%m}"
+        child_name = partition_name(table.name, month)
         child = wh.qualified(child_name)
         parent = wh.qualified(table.name)
-        exists = self.connection.execute(
-            text("SELECT to_regclass(:name) IS NOT NULL"), {"name": f"{wh.quote(wh.schema)}.{wh.quote(child_name)}"}
-        ).scalar()
+        exists = wh.table_exists(self.connection, child_name)
         if exists:
             self.connection.execute(text(f"ALTER TABLE {parent} DETACH PARTITION {child}"))
             self.connection.execute(text(f"DROP TABLE {child}"))
