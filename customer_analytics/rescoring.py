@@ -71,7 +71,7 @@ class RescoreResult:
     def summary(self) -> str:
         text = (f"{month_key(self.month)} {self.segment}: rescored {self.rescored:,} customers "
                 f"({self.new_customers:,} new, {self.changed_segment:,} changed segment) with the month's "
-                f"{self.model.split(' (')[0]} model")
+                f"{self.model} model")
         if self.removed:
             text += f"; removed {self.removed:,} rows of customers without purchases before as_of"
         if self.unknown_customers:

@@ -167,7 +167,7 @@ def _hand_expected(t: float, x: int, tx: float, T: float) -> float:
 def _write_fit(warehouse, *, converged=True, as_of_date=date(2025, 1, 31)):
     now = pd.Timestamp(datetime.now(UTC))
     warehouse.replace_month(clv_model_fits, JAN, pd.DataFrame([{
-        "as_of_month": pd.Timestamp(JAN), "model": "bgnbd+gamma_gamma" if converged else "heuristic (too few customers)",
+        "as_of_month": pd.Timestamp(JAN), "model": "bgnbd+gamma_gamma" if converged else "heuristic",
         "r": R if converged else None, "alpha": ALPHA if converged else None,
         "a": A if converged else None, "b": B if converged else None,
         "n_customers": len(CUSTOMERS), "n_repeat_customers": 2, "converged": converged, "fitted_at": now, "run_id": "",

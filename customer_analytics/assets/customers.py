@@ -128,7 +128,7 @@ class ClvConfig(dg.Config):
                                  "Gamma-Gamma spend fitted by maximum likelihood on the month's as-of summary; "
                                  "24-month discounted predicted revenue, its percentile (clv_score), churn "
                                  "probability and value segment. Falls back to a documented heuristic (named "
-                                 "in `model`) when a fit is impossible."),
+                                 "in `model`; the reason is in clv_model_fits.message) when a fit is impossible."),
         dg.AssetSpec("clv_model_fits", deps=["customer_history"], group_name=GROUP, owners=OWNERS,
                      kinds={"scipy", "sql"}, metadata=table_spec_metadata(clv_model_fits),
                      description="The fitted BG/NBD (r, alpha in days, a, b) and Gamma-Gamma (p, q, gamma) "
@@ -152,16 +152,19 @@ def customer_value(context: dg.AssetExecutionContext, config: ClvConfig, warehou
     for fit in (fits.bgnbd, fits.gamma_gamma):
         if fit.converged:
             params.update({k: round(float(v), 6) for k, v in vars(fit.params).items()})
-    context.log.info(f"{context.partition_key}: {len(scores):,} customers scored with {fits.model} {params}")
+    reason = {"fallback_reason": fits.fallback_reason} if fits.fallback_reason else {}
+    context.log.info(f"{context.partition_key}: {len(scores):,} customers scored with {fits.model} {params}"
+                     + (f" ({fits.fallback_reason})" if reason else ""))
     yield dg.MaterializeResult(asset_key="customer_clv", metadata={
         "dagster/row_count": len(scores), "model": fits.model, **params,
         "segments": counter_table(scores["segment"].value_counts().to_dict(), "segment", "customers"),
         "preview": markdown_table(scores.sort_values("predicted_revenue_24m", ascending=False)[
             ["customer_id", "clv_score", "predicted_revenue_24m", "p_alive", "segment"]]),
     })
-    yield dg.MaterializeResult(asset_key="clv_model_fits", metadata={"model": fits.model, "converged": fits.converged, **params})
+    yield dg.MaterializeResult(asset_key="clv_model_fits", metadata={"model": fits.model, "converged": fits.converged,
+                                                                     **params, **reason})
     yield dg.AssetCheckResult(asset_key="customer_clv", check_name="fit_converged", passed=fits.converged,
-                              severity=dg.AssetCheckSeverity.WARN, metadata={"model": fits.model})
+                              severity=dg.AssetCheckSeverity.WARN, metadata={"model": fits.model, **reason})
     probabilities = scores[["p_alive", "churn_probability"]]
     yield dg.AssetCheckResult(asset_key="customer_clv", check_name="probabilities_in_unit_interval",
                               passed=bool(((probabilities >= 0) & (probabilities <= 1)).all().all()))

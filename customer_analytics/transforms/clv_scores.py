@@ -87,11 +87,21 @@ class ClvFits:
 
     @property
     def model(self) -> str:
+        """The model's name, stored in every customer_clv row: a label, the reason is `fallback_reason`."""
         if self.bgnbd.converged and self.gamma_gamma.converged:
             return MODEL_NAME
         if self.bgnbd.converged:
-            return f"bgnbd+heuristic_spend ({self.gamma_gamma.message})"
-        return f"heuristic ({self.bgnbd.message})"
+            return "bgnbd+heuristic_spend"
+        return "heuristic"
+
+    @property
+    def fallback_reason(self) -> str:
+        """Why a fit fell back to the heuristic ('' when both converged); kept once, in clv_model_fits.message."""
+        if self.bgnbd.converged and self.gamma_gamma.converged:
+            return ""
+        if self.bgnbd.converged:
+            return f"Gamma-Gamma: {self.gamma_gamma.message}"
+        return f"BG/NBD: {self.bgnbd.message}"
 
     @property
     def converged(self) -> bool:

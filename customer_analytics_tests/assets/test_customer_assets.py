@@ -26,6 +26,10 @@ def test_a_month_materializes_end_to_end_with_checks(warehouse, tmp_path):
     assert checks[("customer_rfm", "one_row_per_purchasing_customer")] and checks[("customer_rfm", "scores_in_range")]
     assert checks[("customer_clv", "probabilities_in_unit_interval")] and checks[("customer_clv", "no_missing_values")]
     assert ("customer_clv", "fit_converged") in checks  # 7 customers: a fallback warning is expected, not an error
+    fit_check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "fit_converged")
+    # The reason is shown where the warning is; the rows only name the model.
+    assert not fit_check.passed and fit_check.metadata["model"].value == "heuristic"
+    assert fit_check.metadata["fallback_reason"].value.startswith("BG/NBD: ")
 
 
 def test_the_main_job_runs_everything_for_a_month():
