@@ -54,6 +54,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import TableClause
 
 from customer_analytics.config import ConfigError, redact_url, validate_identifier
+from customer_analytics.resources.pgbinary import encode_batches
 from customer_analytics.resources.tables import metadata, partition_column
 
 
@@ -297,11 +298,13 @@ class Warehouse:
         arrow = frame_to_arrow(frame, table, columns)
         column_list = ", ".join(self.quote(c) for c in columns)
         if self.dialect == "postgresql":
-            statement = f"COPY {target} ({column_list}) FROM STDIN (FORMAT csv)"
+            # Binary: PostgreSQL parses it about twice as fast as CSV (see `pgbinary`).
+            statement = f"COPY {target} ({column_list}) FROM STDIN (FORMAT binary)"
+            kinds = [table.c[name].type for name in columns]
             if copier is not None:
-                copier.submit(_copy_csv, connection, statement, arrow)
+                copier.submit(_copy_binary, connection, statement, arrow, kinds)
             else:
-                _copy_csv(connection, statement, arrow)
+                _copy_binary(connection, statement, arrow, kinds)
         else:
             values = []
             for name in columns:
@@ -343,12 +346,11 @@ class Warehouse:
                 raise
 
 
-def _copy_csv(connection: Connection, statement: str, arrow: pa.Table) -> None:
-    buffer = io.BytesIO()
-    pacsv.write_csv(arrow, buffer, pacsv.WriteOptions(include_header=False))
+def _copy_binary(connection: Connection, statement: str, arrow: pa.Table, kinds: list) -> None:
     with connection.connection.driver_connection.cursor() as cursor:
         with cursor.copy(statement) as copy:
-            copy.write(buffer.getbuffer())
+            for data in encode_batches(arrow, kinds):
+                copy.write(data)
 
 
 class BackgroundCopier:
