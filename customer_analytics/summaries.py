@@ -143,14 +143,18 @@ GROUP BY h.first_month
 """
 
 # A week that began in the previous month: its customers active there too were counted in that
-# month's row, so they are not counted again (the revenue of each part is its own).
+# month's row, so they are not counted again (the revenue of each part is its own). Only the
+# previous month's last week can be such a week (`:week_floor` is 7 days before the month), so
+# only its rows are looked up, not the whole month's.
 WEEK_ACTIVITY_SQL = """
 SELECT :month, 'week', {first_week}, w.week_start,
        SUM(CASE WHEN e.customer_id IS NULL THEN 1 ELSE 0 END), SUM(w.revenue), :computed_at
 FROM {week_summary} w
 JOIN {history} h ON h.customer_id = w.customer_id
-LEFT JOIN {published_weeks} e
-  ON e.summary_month = :previous AND e.week_start < :month AND e.customer_id = w.customer_id AND e.week_start = w.week_start
+LEFT JOIN (
+    SELECT customer_id, week_start FROM {published_weeks}
+    WHERE summary_month = :previous AND week_start > :week_floor AND week_start < :month
+) e ON e.customer_id = w.customer_id AND e.week_start = w.week_start
 GROUP BY {first_week}, w.week_start
 """
 
@@ -216,7 +220,8 @@ def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month:
                           built_at: datetime) -> int:
     """Stage `month`'s cohort_activity from its staged summaries and history (after `build_history`); returns its rows."""
     history = replacement.staged(customer_history)
-    params = {"month": month, "previous": add_months(month, -1), "computed_at": computed_at}
+    params = {"month": month, "previous": add_months(month, -1), "week_floor": month - timedelta(days=7),
+              "computed_at": computed_at}
     columns = [c.name for c in cohort_activity.columns]
     replacement.replace_partition(cohort_activity, month)
     rows = replacement.append_select(cohort_activity, columns, MONTH_ACTIVITY_SQL.format(
