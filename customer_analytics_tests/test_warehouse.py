@@ -247,3 +247,29 @@ def test_one_month_is_read_from_its_own_partition_when_there_is_one(warehouse):
         assert built == missing == warehouse.qualified("raw_events")
     assert warehouse.scalar(f"SELECT COUNT(*) FROM {built} WHERE event_month = :month", warehouse.sql_params({"month": date(2025, 1, 1)})) == 2
     assert warehouse.scalar(f"SELECT COUNT(*) FROM {missing} WHERE event_month = :month", warehouse.sql_params({"month": date(2025, 2, 1)})) == 0
+
+
+@pytest.mark.postgres
+def test_a_swapped_in_month_has_statistics_of_its_final_rows_analyzed_once(pg_warehouse):
+    """A staged table analyzed to be queried is not analyzed again at the swap unless written since; one
+    written after its ANALYZE (here an UPDATE) is analyzed again, so the partition's statistics are current."""
+    from sqlalchemy import event as sa_event
+
+    statements = []
+    sa_event.listen(pg_warehouse.engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, *args: statements.append(statement))
+    n_distinct = f"SELECT n_distinct FROM pg_stats WHERE schemaname = '{pg_warehouse.schema}' " \
+                 "AND tablename = 'raw_events_2025_01' AND attname = 'customer_id'"
+    for update in (False, True):
+        statements.clear()
+        with pg_warehouse.replace(lock_name="raw_events/2025-01") as replacement:
+            replacement.replace_partition(raw_events, date(2025, 1, 1))
+            replacement.append(raw_events, _events("2025-01", [f"e{i}" for i in range(50)]))  # all of customer c1
+            staged = replacement.staged(raw_events)
+            replacement.analyze(staged)
+            if update:
+                replacement.execute(f"UPDATE {staged} SET customer_id = 'c' || event_id", {})
+        analyzes = [s for s in statements if s.startswith(f"ANALYZE {staged}")]
+        assert len(analyzes) == (2 if update else 1), analyzes
+        # One customer: n_distinct 1; after the UPDATE every row's customer differs: -1 (all distinct).
+        assert pg_warehouse.scalar(n_distinct) == (-1 if update else 1)

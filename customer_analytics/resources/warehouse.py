@@ -410,6 +410,7 @@ class Replacement:
         self._ignore_conflicts: set[str] = set()
         self._defaults: dict[str, dict[str, Any]] = {}  # table name -> staging column defaults set by `append`
         self._key_tables: list[str] = []  # temporary tables dropped at the end
+        self._analyzed: set[str] = set()  # SQL names analyzed and not written since
         self._copier = BackgroundCopier() if warehouse.dialect == "postgresql" else None
         self._transaction = None
 
@@ -519,6 +520,7 @@ class Replacement:
             frame = frame.drop(columns=[name for name in constants if name in frame.columns])
         else:
             frame = frame.assign(**constants)
+        self._analyzed.discard(self._staging[table.name])
         self.warehouse.insert_frame(self.connection, self._staging[table.name], table, frame, copier=self._copier)
 
     def _set_defaults(self, table: Table, constants: dict[str, Any], frame: pd.DataFrame) -> None:
@@ -555,6 +557,7 @@ class Replacement:
             raise ValueError(f"declare what the rows of {table.name} replace before staging them")
         column_list = ", ".join(self.warehouse.quote(c) for c in columns)
         self._sync()
+        self._analyzed.discard(self._staging[table.name])
         result = self.connection.execute(
             text(f"INSERT INTO {self._staging[table.name]} ({column_list}) {select_sql}"),
             self.warehouse.sql_params(params),
@@ -574,9 +577,10 @@ class Replacement:
 
     def analyze(self, sql_name: str) -> None:
         """Give the planner statistics on a staged or temporary table before querying it (PostgreSQL)."""
-        if self.postgres:
+        if self.postgres and sql_name not in self._analyzed:
             self._sync()
             self.connection.execute(text(f"ANALYZE {sql_name}"))
+            self._analyzed.add(sql_name)
 
     def staged(self, table: Table) -> str:
         """The SQL name of the table holding `table`'s staged rows, for queries over them before publishing."""
@@ -587,6 +591,7 @@ class Replacement:
     def execute(self, sql: str, params: dict) -> int:
         """Run a statement on the replacement's connection, e.g. an UPDATE of staged rows (see `staged`)."""
         self._sync()
+        self._analyzed.clear()  # it may have written to any of them
         return self.connection.execute(text(sql), self.warehouse.sql_params(params)).rowcount
 
     def query(self, sql: str, params: dict) -> pd.DataFrame:
@@ -636,7 +641,7 @@ class Replacement:
             self.connection.execute(text(f"DROP TABLE {child}"))
         # A new partition has no statistics until autovacuum comes by; the next steps of the same run
         # query it, and on a guess of a few rows the planner picks nested loops over a million.
-        self.connection.execute(text(f"ANALYZE {staging}"))
+        self.analyze(staging)  # (once: a step that analyzed its staged rows to query them wrote none since)
         if self._defaults.get(table.name):
             # The constants' defaults were for loading only; the partition keeps the parent's (none).
             drops = ", ".join(f"ALTER COLUMN {wh.quote(name)} DROP DEFAULT" for name in self._defaults[table.name])
