@@ -290,7 +290,7 @@ def build_history(warehouse: Warehouse, replacement: Replacement, month: date, *
         candidates="WHERE c.first_purchase_at >= :window_floor" if incremental else "",
     )
     replacement.execute(window, {**params, "from_month": month if incremental else date(1, 1, 1),
-                                 "window_floor": month_start(month) - timedelta(days=90)})
+                                 "window_floor": month_start(month) - timedelta(days=90)}, writes=customer_history)
     replacement.delete_where(customer_history_builds, customer_history_builds.c.as_of_month == month)
     replacement.append(customer_history_builds, pd.DataFrame([{
         "as_of_month": pd.Timestamp(month), "method": "incremental" if incremental else "full",

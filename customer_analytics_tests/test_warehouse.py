@@ -268,7 +268,7 @@ def test_a_swapped_in_month_has_statistics_of_its_final_rows_analyzed_once(pg_wa
             staged = replacement.staged(raw_events)
             replacement.analyze(staged)
             if update:
-                replacement.execute(f"UPDATE {staged} SET customer_id = 'c' || event_id", {})
+                replacement.execute(f"UPDATE {staged} SET customer_id = 'c' || event_id", {}, writes=raw_events)
         analyzes = [s for s in statements if s.startswith(f"ANALYZE {staged}")]
         assert len(analyzes) == (2 if update else 1), analyzes
         # One customer: n_distinct 1; after the UPDATE every row's customer differs: -1 (all distinct).

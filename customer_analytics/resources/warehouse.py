@@ -588,10 +588,17 @@ class Replacement:
             raise ValueError(f"nothing is staged for {table.name}")
         return self._staging[table.name]
 
-    def execute(self, sql: str, params: dict) -> int:
-        """Run a statement on the replacement's connection, e.g. an UPDATE of staged rows (see `staged`)."""
+    def execute(self, sql: str, params: dict, *, writes: Table | None = None) -> int:
+        """Run a statement on the replacement's connection, e.g. an UPDATE of staged rows (see `staged`).
+
+        `writes` names the table whose staged rows it changes (their statistics must be gathered
+        again); without it, any staged or temporary table may have changed.
+        """
         self._sync()
-        self._analyzed.clear()  # it may have written to any of them
+        if writes is None:
+            self._analyzed.clear()
+        else:
+            self._analyzed.discard(self._staging[writes.name])
         return self.connection.execute(text(sql), self.warehouse.sql_params(params)).rowcount
 
     def query(self, sql: str, params: dict) -> pd.DataFrame:
