@@ -77,8 +77,8 @@ def main() -> None:
             copy_rows(connection, f"{table} ({', '.join(columns)})", csv_path)
             parts["copy"].append(time.perf_counter() - started)
             connection.execute("SET maintenance_work_mem = '256MB'")  # as the partition swap does
-            parts["primary key"].append(timed(connection, f"CREATE UNIQUE INDEX {table}_pkey ON {table} (event_month, event_id)"))
-            parts["customer_id index"].append(timed(connection, f"CREATE INDEX {table}_customer ON {table} (customer_id)"))
+            parts["primary key"].append(timed(connection, f'CREATE UNIQUE INDEX {table}_pkey ON {table} (event_id COLLATE "C", event_month)'))
+            parts["customer_id index"].append(timed(connection, f'CREATE INDEX {table}_customer ON {table} (customer_id COLLATE "C")'))
             parts["analyze"].append(timed(connection, f"ANALYZE {table}"))
 
         anchor_s = median_of(anchor, args.repeats)

@@ -35,6 +35,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -59,6 +60,9 @@ FROM {summary}
 WHERE summary_month <= :month
 GROUP BY customer_id
 """
+BARE_TYPES = {"customer_id": pa.string(), "purchases": pa.int64(), "revenue": pa.float64(), "purchase_days": pa.int64(),
+              "positive_days": pa.int64(), "positive_day_revenue": pa.float64(), "first_purchase_date": pa.date32(),
+              "last_purchase_date": pa.date32(), "first_day_revenue": pa.float64()}
 
 
 def median_of(function, repeats: int) -> float:
@@ -117,10 +121,15 @@ def peak_rss_bytes() -> int:
 
 
 def bare_work(warehouse: Warehouse, month: date) -> None:
-    """The anchor: one GROUP BY over the month's summaries and one fit of both models."""
+    """The anchor: one GROUP BY over the month's summaries and one fit of both models.
+
+    Its rows reach pandas the way the pipeline's large reads do (`Warehouse.read_typed`: COPY
+    parsed by pyarrow), in a session with the pipeline's settings: a floor must not pay for a
+    slower path than the work it measures.
+    """
     as_of = AsOf.for_month(month)
-    history = warehouse.read_frame(BARE_SQL.format(summary=warehouse.qualified("customer_month_summary")),
-                                   warehouse.sql_params({"month": month}))
+    history = warehouse.read_typed(BARE_SQL.format(summary=warehouse.qualified("customer_month_summary")),
+                                   {"month": month}, BARE_TYPES)
     fit_models(btyd_summary(history, as_of.day))
 
 

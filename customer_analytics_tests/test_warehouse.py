@@ -117,6 +117,33 @@ def test_postgres_tables_live_in_the_configured_schema(pg_warehouse):
     assert {"raw_events", "rejected_events", "customer_profiles", "landing_files"} <= set(tables)
 
 
+@pytest.mark.postgres
+def test_every_postgres_session_has_room_to_hash_a_month_of_customers(pg_warehouse):
+    assert pg_warehouse.scalar("SHOW work_mem") == "256MB"  # reads as well as replacements
+    with pg_warehouse.replace(lock_name="test") as replacement:
+        assert replacement.query("SHOW work_mem", {})["work_mem"].iloc[0] == "256MB"
+
+
+@pytest.mark.postgres
+def test_ids_compare_bytewise_and_lead_the_keys_of_swapped_in_months(pg_warehouse):
+    """Index builds over ids are the bulk of a month's swap: they must sort in "C" and on the id first."""
+    _replace_month(pg_warehouse, "2025-03", _events("2025-03", ["e2", "e1"]))
+    columns = pg_warehouse.read_frame(
+        "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+        "WHERE table_schema = :schema AND column_name IN ('customer_id', 'event_id')", {"schema": pg_warehouse.schema})
+    assert "raw_events_2025_03" in set(columns["table_name"])  # the swapped-in child, not only the parents
+    assert len(columns) > 10
+    assert (columns["collation_name"] == "C").all(), columns[columns["collation_name"] != "C"]
+    keys = pg_warehouse.read_frame(
+        "SELECT c.relname AS table_name, pg_get_indexdef(i.indexrelid) AS definition FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = :schema AND i.indisprimary", {"schema": pg_warehouse.schema}).set_index("table_name")["definition"]
+    assert keys["raw_events_2025_03"].endswith("(event_id, event_month)")
+    for table in ("customer_month_summary", "customer_week_summary", "customer_history", "customer_rfm",
+                  "customer_clv", "customer_segments"):
+        assert "(customer_id, " in keys[table], keys[table]
+
+
 def test_bad_urls_are_refused_with_what_is_valid():
     with pytest.raises(ConfigError, match="sqlite:///"):
         Warehouse("mysql://u:p@h/db")

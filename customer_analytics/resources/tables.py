@@ -33,6 +33,12 @@ metadata = MetaData()
 
 UTC_TIMESTAMP = DateTime(timezone=True)
 
+# Ids are opaque: on PostgreSQL they compare and sort byte by byte (COLLATE "C") whatever the
+# database's locale. A locale collation (even C.UTF-8) compares through strcoll and without
+# abbreviated keys: building a month's (customer_id) index over 2M rows took 3.07 s with it
+# and 1.20 s in "C". Every id column uses this type, so joins never mix collations.
+ID = String().with_variant(String(collation="C"), "postgresql")
+
 
 def _run_stamps() -> list[Column]:
     """When and by which Dagster run a derived row was computed: every figure is traceable."""
@@ -46,11 +52,26 @@ def _partitioned(column: str) -> dict:
     return {"info": {"partition_column": column}, "postgresql_partition_by": f"LIST ({column})"}
 
 
+def _keyed_by_id(name: str, *key: str, month: str) -> list:
+    """A per-month table's primary key: the id columns `key`, then the month.
+
+    The month comes last because on PostgreSQL it is the same in every row of a partition:
+    leading the key, it made each swapped-in month's index build compare it first for nothing
+    and kept the sort from using abbreviated keys (2M rows: 2.88 s as (month, customer_id),
+    0.91 s as (customer_id, month)). SQLite has no partitions, so there a month index keeps
+    reading one month cheap.
+    """
+    return [
+        PrimaryKeyConstraint(*key, month, name=f"{name}_pkey"),
+        Index(f"{name}_month_idx", month).ddl_if(dialect="sqlite"),
+    ]
+
+
 raw_events = Table(
     "raw_events",
     metadata,
-    Column("event_id", String, nullable=False, comment="Identifier of the event; unique. Legacy transactions get txn-<file digest>-<record number>."),
-    Column("customer_id", String, nullable=False, comment="Customer the event belongs to."),
+    Column("event_id", ID, nullable=False, comment="Identifier of the event; unique. Legacy transactions get txn-<file digest>-<record number>."),
+    Column("customer_id", ID, nullable=False, comment="Customer the event belongs to."),
     Column("event_type", String, nullable=False, comment="page_view, product_view, add_to_cart, purchase, …; a purchase is event_type = 'purchase'."),
     Column("event_timestamp", UTC_TIMESTAMP, nullable=False, comment="When the event happened, in UTC."),
     Column("event_month", Date, nullable=False, comment="First day of the UTC month of event_timestamp (the partition)."),
@@ -70,7 +91,7 @@ raw_events = Table(
     Column("source_file", String, nullable=False, comment="Landing file, relative to the landing folder."),
     Column("source_record", BigInteger, nullable=False, comment="Record number in source_file (line number for NDJSON/CSV, row number for Parquet)."),
     Column("ingested_at", UTC_TIMESTAMP, nullable=False, comment="When the run that loaded this month started."),
-    PrimaryKeyConstraint("event_month", "event_id", name="raw_events_pkey"),
+    *_keyed_by_id("raw_events", "event_id", month="event_month"),
     Index("raw_events_customer_idx", "customer_id"),
     **_partitioned("event_month"),
 )
@@ -86,8 +107,8 @@ rejected_events = Table(
     Column("reason", Text, nullable=False, comment="Why the record was not loaded, in words."),
     Column("rejected_at", UTC_TIMESTAMP, nullable=False, comment="When the run that rejected it started."),
     Column("event_month", Date, comment="Month of the record's timestamp, where it could be read."),
-    Column("event_id", String, comment="The record's event id, where it had one."),
-    Column("customer_id", String, comment="The record's customer id, where it had one."),
+    Column("event_id", ID, comment="The record's event id, where it had one."),
+    Column("customer_id", ID, comment="The record's customer id, where it had one."),
     Column("run_id", String, comment="Dagster run that rejected it."),
     UniqueConstraint("source_file", "record_number", name="rejected_events_record_key"),
     Index("rejected_events_month_idx", "event_month"),
@@ -96,7 +117,7 @@ rejected_events = Table(
 customer_profiles = Table(
     "customer_profiles",
     metadata,
-    Column("customer_id", String, primary_key=True, comment="Customer."),
+    Column("customer_id", ID, primary_key=True, comment="Customer."),
     Column("email", String, comment="Personal data: stays in this table, never in BI views."),
     Column("first_name", String, comment="Personal data."),
     Column("last_name", String, comment="Personal data."),
@@ -147,7 +168,7 @@ customer_month_summary = Table(
     "customer_month_summary",
     metadata,
     Column("summary_month", Date, nullable=False, comment="First day of the month summarized (the partition)."),
-    Column("customer_id", String, nullable=False, comment="Customer with at least one purchase in the month."),
+    Column("customer_id", ID, nullable=False, comment="Customer with at least one purchase in the month."),
     Column("purchases", BigInteger, nullable=False, comment="Purchase events in the month."),
     Column("revenue", Float, nullable=False, comment="Revenue of those purchases."),
     Column("purchase_days", Integer, nullable=False, comment="Distinct UTC dates with a purchase."),
@@ -160,7 +181,7 @@ customer_month_summary = Table(
     Column("first_day_revenue", Float, nullable=False, comment="Revenue on first_purchase_date."),
     Column("as_of", UTC_TIMESTAMP, nullable=False, comment="Purchases before this instant count (next month's start; the run time for the month in progress)."),
     Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When this row was computed."),
-    PrimaryKeyConstraint("summary_month", "customer_id", name="customer_month_summary_pkey"),
+    *_keyed_by_id("customer_month_summary", "customer_id", month="summary_month"),
     **_partitioned("summary_month"),
 )
 
@@ -168,11 +189,11 @@ customer_week_summary = Table(
     "customer_week_summary",
     metadata,
     Column("summary_month", Date, nullable=False, comment="Month whose purchases are summarized (the partition); a week spanning two months has a row in each."),
-    Column("customer_id", String, nullable=False, comment="Customer."),
+    Column("customer_id", ID, nullable=False, comment="Customer."),
     Column("week_start", Date, nullable=False, comment="Monday of the ISO week."),
     Column("purchases", BigInteger, nullable=False, comment="Purchase events in that week and month."),
     Column("revenue", Float, nullable=False, comment="Their revenue."),
-    PrimaryKeyConstraint("summary_month", "customer_id", "week_start", name="customer_week_summary_pkey"),
+    *_keyed_by_id("customer_week_summary", "customer_id", "week_start", month="summary_month"),
     **_partitioned("summary_month"),
 )
 
@@ -180,7 +201,7 @@ customer_history = Table(
     "customer_history",
     metadata,
     Column("as_of_month", Date, nullable=False, comment="Figures are as of the end of this month (the partition)."),
-    Column("customer_id", String, nullable=False, comment="Customer with at least one purchase before as_of."),
+    Column("customer_id", ID, nullable=False, comment="Customer with at least one purchase before as_of."),
     Column("purchases", BigInteger, nullable=False, comment="Purchase events before as_of."),
     Column("revenue", Float, nullable=False, comment="Their revenue."),
     Column("purchase_days", BigInteger, nullable=False, comment="Distinct UTC dates with a purchase."),
@@ -196,7 +217,7 @@ customer_history = Table(
     Column("revenue_90d", Float, nullable=False, comment="Revenue of purchases from first_purchase_at to 90 days (2,160 hours) later, before as_of."),
     Column("as_of", UTC_TIMESTAMP, nullable=False, comment="Purchases before this instant count (next month's start; the run time for the month in progress)."),
     Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When this row was computed."),
-    PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_history_pkey"),
+    *_keyed_by_id("customer_history", "customer_id", month="as_of_month"),
     **_partitioned("as_of_month"),
 )
 
@@ -247,7 +268,7 @@ customer_rfm = Table(
     "customer_rfm",
     metadata,
     Column("as_of_month", Date, nullable=False, comment="Figures are as of the end of this month (the partition)."),
-    Column("customer_id", String, nullable=False, comment="Customer with at least one purchase before as_of."),
+    Column("customer_id", ID, nullable=False, comment="Customer with at least one purchase before as_of."),
     Column("first_purchase_at", UTC_TIMESTAMP, nullable=False, comment="First purchase ever (UTC)."),
     Column("last_purchase_at", UTC_TIMESTAMP, nullable=False, comment="Latest purchase before as_of (UTC)."),
     Column("recency_days", Integer, nullable=False, comment="as_of_date − date of the last purchase, in days."),
@@ -262,7 +283,7 @@ customer_rfm = Table(
     Column("fm_score", Integer, nullable=False, comment="(F + M + 1) // 2, the FM axis of the segment map."),
     Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
     *_run_stamps(),
-    PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_rfm_pkey"),
+    *_keyed_by_id("customer_rfm", "customer_id", month="as_of_month"),
     **_partitioned("as_of_month"),
 )
 
@@ -270,7 +291,7 @@ customer_clv = Table(
     "customer_clv",
     metadata,
     Column("as_of_month", Date, nullable=False, comment="Figures are as of the end of this month (the partition)."),
-    Column("customer_id", String, nullable=False, comment="Customer with at least one purchase before as_of."),
+    Column("customer_id", ID, nullable=False, comment="Customer with at least one purchase before as_of."),
     Column("clv_score", Integer, nullable=False, comment="Percentile rank of predicted_revenue_24m, 0–100."),
     Column("predicted_revenue_24m", Float, nullable=False, comment="Expected revenue over the next 24 months, discounted monthly (1 % a month by default)."),
     Column("expected_purchases_12m", Float, nullable=False, comment="Expected purchase dates in the next 365.25 days."),
@@ -284,7 +305,7 @@ customer_clv = Table(
     Column("T", Float, nullable=False, comment="BG/NBD age: as_of_date − first purchase date, days."),
     Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
     *_run_stamps(),
-    PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_clv_pkey"),
+    *_keyed_by_id("customer_clv", "customer_id", month="as_of_month"),
     **_partitioned("as_of_month"),
 )
 
@@ -316,13 +337,13 @@ customer_segments = Table(
     "customer_segments",
     metadata,
     Column("as_of_month", Date, nullable=False, comment="Month the membership is as of (the partition)."),
-    Column("customer_id", String, nullable=False, comment="Customer."),
+    Column("customer_id", ID, nullable=False, comment="Customer."),
     Column("segment", String, nullable=False, comment="Value segment from customer_clv: high, medium, low or at_risk."),
     Column("rfm_segment", String, nullable=False, comment="Named RFM segment from customer_rfm."),
     Column("previous_segment", String, comment="Value segment in the previous month's customer_segments; NULL if the customer was not there."),
     Column("segment_changed", Boolean, nullable=False, comment="segment differs from previous_segment (new customers count as changed)."),
     *_run_stamps(),
-    PrimaryKeyConstraint("as_of_month", "customer_id", name="customer_segments_pkey"),
+    *_keyed_by_id("customer_segments", "customer_id", month="as_of_month"),
     **_partitioned("as_of_month"),
 )
 
