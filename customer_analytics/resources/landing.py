@@ -58,6 +58,8 @@ NUMBER_FIELDS = {
 }
 
 CHUNK_BYTES = 32 * 1024 * 1024
+# pyarrow parses a chunk's NDJSON in blocks of this size on its threads (types are unified across blocks).
+PARSE_BLOCK_BYTES = 4 * 1024 * 1024
 CHUNK_ROWS = 250_000
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 RAW_TEXT_LIMIT = 10_000  # characters of a rejected record kept in the quarantine
@@ -274,7 +276,7 @@ def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> RecordChun
     fields = None
     # A line over the record limit is refused wherever it falls, not only when it spans a whole read.
     if (ends - starts).max(initial=0) <= MAX_RECORD_BYTES and _all_objects(block, starts, ends) and _is_utf8(block):
-        fields = _ndjson_fast(block, source, len(lines))
+        fields = _ndjson_fast(block, source, len(lines), longest=int((ends - starts).max(initial=0)))
     if fields is not None:
         return RecordChunk(fields, record_numbers, raw_text, records=len(lines))
     return _ndjson_slow(block, starts, ends, record_numbers, source, raw_text)
@@ -288,12 +290,13 @@ def _is_utf8(block: bytes) -> bool:
         return False
 
 
-def _ndjson_fast(block: bytes, source: str, expected_rows: int) -> pd.DataFrame | None:
+def _ndjson_fast(block: bytes, source: str, expected_rows: int, *, longest: int) -> pd.DataFrame | None:
     schema = pa.schema([(name, pa.string()) for name in TEXT_FIELDS[source]])
     try:
         table = pajson.read_json(
             io.BytesIO(block),
-            read_options=pajson.ReadOptions(block_size=max(len(block) + 1, 1 << 20)),
+            # A block must hold the longest line whole.
+            read_options=pajson.ReadOptions(block_size=max(PARSE_BLOCK_BYTES, longest + 2)),
             parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, OverflowError):

@@ -153,6 +153,24 @@ def test_ndjson_clean_block_takes_the_fast_path(tmp_path, monkeypatch):
     assert sum(c.records for c in chunks) == 2
 
 
+
+def test_a_chunk_parsed_in_several_blocks_unifies_types_and_late_fields_on_the_fast_path(tmp_path, monkeypatch):
+    def no_slow_path(*args, **kwargs):
+        raise AssertionError("blocks that agree on types must not be re-parsed line by line")
+
+    monkeypatch.setattr(landing, "_ndjson_slow", no_slow_path)
+    monkeypatch.setattr(landing, "PARSE_BLOCK_BYTES", 4096)
+    base = dict(customer_id="c", event_type="purchase", event_timestamp="2023-06-15 14:30:45")
+    lines = [event(f"e{i}", price=i, **base) for i in range(1, 400)]  # whole prices: int64 in the first blocks
+    lines.append(event("late", price=2.5, quantity=3, page_url="x" * 6000, **base))  # a float, new fields, a line > a block
+    chunks = read(tmp_path, "events/a.ndjson", "\n".join(lines) + "\n")
+
+    records = records_of(chunks)
+    assert len(chunks) == 1 and [n for n, _ in records] == list(range(1, 401))
+    assert [r["price"] for _, r in records] == [*range(1, 400), 2.5]
+    assert records[-1][1]["quantity"] == 3 and records[-1][1]["page_url"] == "x" * 6000
+    assert all(r["quantity"] is None and r["page_url"] is None for _, r in records[:-1])
+
 def test_ndjson_block_with_a_malformed_line_falls_back_and_keeps_the_good_lines(tmp_path, monkeypatch):
     calls = []
     slow = landing._ndjson_slow
