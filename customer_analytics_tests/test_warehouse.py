@@ -300,3 +300,24 @@ def test_a_swapped_in_month_has_statistics_of_its_final_rows_analyzed_once(pg_wa
         assert len(analyzes) == (2 if update else 1), analyzes
         # One customer: n_distinct 1; after the UPDATE every row's customer differs: -1 (all distinct).
         assert pg_warehouse.scalar(n_distinct) == (-1 if update else 1)
+
+
+@pytest.mark.postgres
+def test_the_parent_is_analyzed_as_its_partition_count_reaches_a_power_of_two(pg_warehouse):
+    """ANALYZE of a partitioned parent analyzes every partition again, so adding a month must not pay it each
+    time: months 1, 2 and 4 refresh the parent's statistics, months 3 and 5 and a replaced month do not."""
+    from sqlalchemy import event as sa_event
+
+    statements = []
+    sa_event.listen(pg_warehouse.engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, *args: statements.append(statement))
+    parent = f"ANALYZE {pg_warehouse.qualified('raw_events')}"
+    analyzed = []
+    for month in ("2025-01", "2025-02", "2025-03", "2025-04", "2025-05", "2025-03"):
+        statements.clear()
+        _replace_month(pg_warehouse, month, _events(month, [f"{month}-e{i}" for i in range(20)]))
+        analyzed.append(statements.count(parent))
+    assert analyzed == [1, 1, 0, 1, 0, 0]
+    inherited = pg_warehouse.scalar(f"SELECT COUNT(*) FROM pg_stats WHERE schemaname = '{pg_warehouse.schema}' "
+                                    "AND tablename = 'raw_events' AND inherited")
+    assert inherited > 0
