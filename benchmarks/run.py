@@ -35,7 +35,6 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import psycopg
-import pyarrow as pa
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -44,7 +43,8 @@ from customer_analytics.asof import AsOf, compute_clv, compute_rfm
 from customer_analytics.cohorts import compute_cohort_ltv, compute_ltv_summary
 from customer_analytics.config import add_months
 from customer_analytics.loading import load_events_month
-from customer_analytics.resources.warehouse import Warehouse
+from customer_analytics.resources.tables import customer_month_summary
+from customer_analytics.resources.warehouse import Warehouse, arrow_types
 from customer_analytics.segments import compute_segments
 from customer_analytics.summaries import summarize_month
 from customer_analytics.transforms.clv_scores import btyd_summary, fit_models
@@ -60,9 +60,9 @@ FROM {summary}
 WHERE summary_month <= :month
 GROUP BY customer_id
 """
-BARE_TYPES = {"customer_id": pa.string(), "purchases": pa.int64(), "revenue": pa.float64(), "purchase_days": pa.int64(),
-              "positive_days": pa.int64(), "positive_day_revenue": pa.float64(), "first_purchase_date": pa.date32(),
-              "last_purchase_date": pa.date32(), "first_day_revenue": pa.float64()}
+BARE_TYPES = arrow_types(*(customer_month_summary.c[name] for name in (
+    "customer_id", "purchases", "revenue", "purchase_days", "positive_days", "positive_day_revenue",
+    "first_purchase_date", "last_purchase_date", "first_day_revenue")))
 
 
 def median_of(function, repeats: int) -> float:

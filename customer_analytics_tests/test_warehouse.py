@@ -6,7 +6,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from customer_analytics.config import ConfigError, redact_url
 from customer_analytics.resources.tables import customer_profiles, raw_events
@@ -30,6 +30,13 @@ def _replace_month(warehouse: Warehouse, month: str, frame: pd.DataFrame) -> Non
     with warehouse.replace(lock_name=f"raw_events/{month}") as replacement:
         replacement.replace_partition(raw_events, date.fromisoformat(f"{month}-01"))
         replacement.append(raw_events, frame)
+
+
+def _executed_statements(warehouse: Warehouse) -> list[str]:
+    """A list that every SQL statement the warehouse's engine runs from now on is appended to."""
+    statements: list[str] = []
+    event.listen(warehouse.engine, "before_cursor_execute", lambda conn, cursor, statement, *args: statements.append(statement))
+    return statements
 
 
 def _counts(warehouse: Warehouse) -> dict:
@@ -280,11 +287,7 @@ def test_one_month_is_read_from_its_own_partition_when_there_is_one(warehouse):
 def test_a_swapped_in_month_has_statistics_of_its_final_rows_analyzed_once(pg_warehouse):
     """A staged table analyzed to be queried is not analyzed again at the swap unless written since; one
     written after its ANALYZE (here an UPDATE) is analyzed again, so the partition's statistics are current."""
-    from sqlalchemy import event as sa_event
-
-    statements = []
-    sa_event.listen(pg_warehouse.engine, "before_cursor_execute",
-                    lambda conn, cursor, statement, *args: statements.append(statement))
+    statements = _executed_statements(pg_warehouse)
     n_distinct = f"SELECT n_distinct FROM pg_stats WHERE schemaname = '{pg_warehouse.schema}' " \
                  "AND tablename = 'raw_events_2025_01' AND attname = 'customer_id'"
     for update in (False, True):
@@ -306,11 +309,7 @@ def test_a_swapped_in_month_has_statistics_of_its_final_rows_analyzed_once(pg_wa
 def test_the_parent_is_analyzed_as_its_partition_count_reaches_a_power_of_two(pg_warehouse):
     """ANALYZE of a partitioned parent analyzes every partition again, so adding a month must not pay it each
     time: months 1, 2 and 4 refresh the parent's statistics, months 3 and 5 and a replaced month do not."""
-    from sqlalchemy import event as sa_event
-
-    statements = []
-    sa_event.listen(pg_warehouse.engine, "before_cursor_execute",
-                    lambda conn, cursor, statement, *args: statements.append(statement))
+    statements = _executed_statements(pg_warehouse)
     parent = f"ANALYZE {pg_warehouse.qualified('raw_events')}"
     analyzed = []
     for month in ("2025-01", "2025-02", "2025-03", "2025-04", "2025-05", "2025-03"):

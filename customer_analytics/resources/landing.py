@@ -274,9 +274,10 @@ def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> RecordChun
         return [clip_raw(block[starts[i] : ends[i]].decode("utf-8", "backslashreplace").rstrip("\r")) for i in rows]
 
     fields = None
+    longest = int((ends - starts).max(initial=0))
     # A line over the record limit is refused wherever it falls, not only when it spans a whole read.
-    if (ends - starts).max(initial=0) <= MAX_RECORD_BYTES and _all_objects(block, starts, ends) and _is_utf8(block):
-        fields = _ndjson_fast(block, source, len(lines), longest=int((ends - starts).max(initial=0)))
+    if longest <= MAX_RECORD_BYTES and _all_objects(block, starts, ends) and _is_utf8(block):
+        fields = _ndjson_fast(block, source, len(lines), longest=longest)
     if fields is not None:
         return RecordChunk(fields, record_numbers, raw_text, records=len(lines))
     return _ndjson_slow(block, starts, ends, record_numbers, source, raw_text)
