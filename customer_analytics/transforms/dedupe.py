@@ -25,26 +25,106 @@ CONTENT_COLUMNS = (
 )
 
 
+# 64-bit mixing (MurmurHash3's finalizer) and the constants that keep the parts of a hash apart.
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_M2 = np.uint64(0xC4CEB9FE1A85EC53)
+_GOLDEN = 0x9E3779B97F4A7C15
+_NULL = np.uint64(0x6A09E667F3BCC909)  # the hash of a missing value: not the hash of any text
+_SEED = np.uint64(0xBB67AE8584CAA73B)
+_MASK64 = 2**64 - 1
+_BYTE_MASKS = np.array([0] + [(1 << (8 * k)) - 1 for k in range(1, 8)] + [_MASK64], dtype=np.uint64)
+
+
+def _fmix(x: np.ndarray) -> np.ndarray:
+    """Mix every bit of each uint64 into every other (in place; returns `x`)."""
+    x ^= x >> np.uint64(33)
+    x *= _M1
+    x ^= x >> np.uint64(33)
+    x *= _M2
+    x ^= x >> np.uint64(33)
+    return x
+
+
+def string_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash per value of an Arrow text or binary array, computed on its buffers (no Python object per value).
+
+    Each value is read as little-endian 64-bit words (the last one masked to the value's bytes);
+    word k is salted with k, mixed, and the words are summed with the length, then mixed again.
+    Rows are visited word by word, only those still that long, so the work is one pass per
+    word of the longest values and proportional to the bytes. Null hashes as `_NULL`.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        parts = [string_hashes(chunk) for chunk in values.chunks]
+        return np.concatenate(parts) if parts else np.empty(0, np.uint64)
+    if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)):
+        values = values.cast(pa.large_binary())
+    count = len(values)
+    if count == 0:
+        return np.empty(0, np.uint64)
+    offset_type = np.int32 if pa.types.is_string(values.type) or pa.types.is_binary(values.type) else np.int64
+    _, offsets_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=count + 1,
+                            offset=values.offset * np.dtype(offset_type).itemsize).astype(np.int64)
+    lengths = np.diff(offsets)
+    size = int(offsets[-1] - offsets[0])
+    padded = np.zeros(size + 16, dtype=np.uint8)  # zero bytes past the end: the last word reads past its value
+    if size:
+        padded[:size] = np.frombuffer(data_buffer, dtype=np.uint8, count=size, offset=int(offsets[0]))
+    # The 64-bit word starting at every byte (unaligned reads).
+    words = np.ndarray(shape=(size + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    starts = offsets[:-1] - offsets[0]
+    hashes = lengths.astype(np.uint64) * _M2 + _SEED
+    rows = np.arange(count)
+    k = 0
+    while len(rows):
+        left = lengths[rows] - 8 * k
+        word = words[starts[rows] + 8 * k]
+        if (left < 8).any():
+            word &= _BYTE_MASKS[np.clip(left, 0, 8)]
+        word ^= np.uint64((k * _GOLDEN) & _MASK64)
+        hashes[rows] += _fmix(word)
+        rows = rows[left > 8]
+        k += 1
+    _fmix(hashes)
+    if values.null_count:
+        hashes[~values.is_valid().to_numpy(zero_copy_only=False)] = _NULL
+    return hashes
+
+
+def _column_hashes(column: pd.Series) -> np.ndarray:
+    """A 64-bit hash per value: numbers and timestamps by their bits, anything else by its text."""
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        values = column.to_numpy("datetime64[us]")
+        missing = np.isnat(values)
+        bits = values.view(np.int64).view(np.uint64)
+    elif pd.api.types.is_float_dtype(column.dtype):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan) + 0.0  # + 0.0: -0.0 is 0.0
+        missing = np.isnan(values)
+        bits = values.view(np.uint64)
+    elif pd.api.types.is_integer_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+        missing = column.isna().to_numpy()
+        bits = column.to_numpy(dtype=np.int64, na_value=0).view(np.uint64)
+    else:
+        return string_hashes(pc.cast(pa.array(column, from_pandas=True), pa.string()))
+    hashes = _fmix(bits ^ _SEED)
+    hashes[missing] = _NULL
+    return hashes
+
+
 def id_hashes(ids: pd.Series) -> np.ndarray:
-    return pd.util.hash_array(ids.astype(object).to_numpy(), categorize=False)
+    return string_hashes(pa.array(ids, from_pandas=True))
 
 
 def content_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """One hash per row of the fields that make an event what it is (joined by pyarrow, hashed once)."""
-    texts = []
+    """One hash per row of the fields that make an event what it is: the columns' hashes, combined in order.
+
+    Hashes are compared within one load only (never stored), so the function may change freely.
+    """
+    hashes = np.zeros(len(frame), dtype=np.uint64)
     for name in CONTENT_COLUMNS:
-        if name not in frame.columns:
-            continue
-        column = frame[name]
-        if pd.api.types.is_datetime64_any_dtype(column):
-            # Microseconds since the epoch (UTC); NaT hashes as its sentinel value, consistently.
-            column = pd.Series(column.to_numpy("datetime64[us]").astype(np.int64), index=column.index)
-        text = pc.cast(pa.array(column, from_pandas=True), pa.string())
-        # "<length>:<value>", or "-" for null: a prefix code, so no two rows can encode alike.
-        piece = pc.binary_join_element_wise(pc.cast(pc.utf8_length(text), pa.string()), text, ":")
-        texts.append(pc.fill_null(piece, "-"))
-    joined = pc.binary_join_element_wise(*texts, "")
-    return pd.util.hash_array(np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
+        if name in frame.columns:
+            hashes = _fmix(hashes * _M1 + _column_hashes(frame[name]))
+    return hashes
 
 
 @dataclass
@@ -73,16 +153,19 @@ class FirstDeliveries:
         status = np.zeros(count, dtype=np.int8)
         first_origin = np.full(count, -1, dtype=np.int64)
         earlier_content = np.zeros(count, dtype=np.uint64)
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
         for run in self._runs:
-            pos = np.searchsorted(run.ids, ids)
-            pos[pos == len(run.ids)] = 0
+            # Sorted keys: each search starts from the previous one's place, and memory is read in order.
+            found = np.searchsorted(run.ids, sorted_ids)
+            found[found == len(run.ids)] = 0
+            pos = np.empty_like(found)
+            pos[order] = found
             hit = (run.ids[pos] == ids) if len(run.ids) else np.zeros(count, dtype=bool)
             hit &= first_origin < 0
             first_origin[hit] = run.origins[pos[hit]]
             earlier_content[hit] = run.contents[pos[hit]]
         # Repeats inside the chunk refer to the chunk's own first delivery.
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
         repeat = np.zeros(count, dtype=bool)
         repeat[1:] = sorted_ids[1:] == sorted_ids[:-1]
         if repeat.any():

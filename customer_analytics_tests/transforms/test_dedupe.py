@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from customer_analytics.transforms.dedupe import (
     id_hashes,
     origin,
     split_origin,
+    string_hashes,
 )
 from customer_analytics.transforms.events import validate_events
 
@@ -204,3 +206,46 @@ def test_content_hash_is_not_fooled_by_separator_characters():
     null_vs_nul = content_hashes(_validated({"page_url": None}, {"page_url": "\x00"}))
     assert shifted[0] != shifted[1]
     assert null_vs_nul[0] != null_vs_nul[1]
+
+
+# -- string hashes on Arrow buffers ------------------------------------------------------
+EDGE_TEXTS = ["", "a", "a\x00", "\x00", "\x00" * 8, "abcdefg", "abcdefgh", "abcdefghi", "abcdefgh\x00",
+              "bacdefgh", "x" * 64, "x" * 65, "é", "e\u0301", "C1", "C10", "1C"]
+
+
+def test_string_hashes_tell_apart_texts_that_share_bytes_or_differ_by_trailing_zeros():
+    hashes = string_hashes(pa.array(EDGE_TEXTS + [None]))
+    assert len(set(hashes.tolist())) == len(EDGE_TEXTS) + 1  # null too is apart from "" and "\x00"
+
+
+def test_string_hashes_depend_on_the_value_only():
+    texts = EDGE_TEXTS * 3
+    whole = string_hashes(pa.array(texts))
+    sliced = string_hashes(pa.array(["padding", "more padding"] + texts).slice(2))
+    large = string_hashes(pa.array(texts, type=pa.large_string()))
+    binary = string_hashes(pa.array([t.encode() for t in texts], type=pa.binary()))
+    chunked = string_hashes(pa.chunked_array([texts[:5], texts[5:]]))
+    for other in (sliced, large, binary, chunked):
+        assert other.tolist() == whole.tolist()
+    assert whole[: len(EDGE_TEXTS)].tolist() == whole[len(EDGE_TEXTS): 2 * len(EDGE_TEXTS)].tolist()
+
+
+def test_string_hashes_of_many_distinct_texts_do_not_collide():
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(0, 40, 200_000)
+    alphabet = np.frombuffer(b"abcXYZ019-_ ", dtype=np.uint8)
+    texts = {bytes(alphabet[rng.integers(0, len(alphabet), n)]).decode() for n in lengths}
+    texts |= {f"E202401-{i}" for i in range(100_000)}  # sequential ids, as exports number them
+    hashes = string_hashes(pa.array(sorted(texts)))
+    assert len(np.unique(hashes)) == len(texts)
+
+
+def test_string_hashes_of_an_empty_array():
+    assert string_hashes(pa.array([], pa.string())).tolist() == []
+    assert string_hashes(pa.chunked_array([], pa.string())).tolist() == []
+
+
+def test_content_hash_sees_a_missing_value_apart_from_zero():
+    hashes = content_hashes(_validated({"event_type": "view", "price": None, "quantity": None},
+                                       {"event_type": "view", "price": "0", "quantity": "0"}))
+    assert hashes[0] != hashes[1]
