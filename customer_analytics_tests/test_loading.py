@@ -82,6 +82,22 @@ def test_rejections_say_why_and_where(warehouse, landing):
     assert raw.loc[5] == '{"event_id": "e4", broken'
 
 
+def test_a_record_outside_the_partitions_gets_its_own_reasons_and_the_range_reason(warehouse, tmp_path):
+    root = tmp_path / "landing"
+    write_ndjson(root / "events" / "mixed.ndjson", [
+        event("x1", "c1", "2019-06-01 10:00:00", price="abc"),  # invalid and before the first partition
+        event("x2", "c1", "2030-06-01 10:00:00", price=3),  # valid, after the month in progress
+        event("x3", "c1", "2025-01-02 10:00:00", price=-1),  # invalid, in January
+        event("x4", "c1", "2025-01-03 10:00:00", price=2),  # loaded
+    ])
+    load(warehouse, root, JAN)
+    reasons = rejections(warehouse).set_index("record_number")["reason"]
+    assert reasons.loc[1].startswith("price 'abc' is not a number; event_timestamp is before the first month partition 2025-01")
+    assert reasons.loc[2] == "event_timestamp is after the month in progress (2025-03)"
+    assert "negative price" in reasons.loc[3] and "month" not in reasons.loc[3]
+    assert events_of(warehouse)["event_id"].tolist() == ["x4"]
+
+
 def test_offsets_decide_the_month_in_utc(warehouse, landing):
     load(warehouse, landing, FEB)
     feb = events_of(warehouse, FEB).set_index("event_id")
