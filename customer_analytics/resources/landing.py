@@ -284,6 +284,8 @@ def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> RecordChun
 
 
 def _is_utf8(block: bytes) -> bool:
+    if block.isascii():  # the usual case, checked eight bytes at a time without decoding
+        return True
     try:
         block.decode("utf-8")
         return True
