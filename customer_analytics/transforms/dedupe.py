@@ -56,12 +56,13 @@ def string_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
         parts = [string_hashes(chunk) for chunk in values.chunks]
         return np.concatenate(parts) if parts else np.empty(0, np.uint64)
-    if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)):
+    small = pa.types.is_string(values.type) or pa.types.is_binary(values.type)  # 32-bit offsets
+    if not small:
         values = values.cast(pa.large_binary())
+    offset_type = np.int32 if small else np.int64
     count = len(values)
     if count == 0:
         return np.empty(0, np.uint64)
-    offset_type = np.int32 if pa.types.is_string(values.type) or pa.types.is_binary(values.type) else np.int64
     _, offsets_buffer, data_buffer = values.buffers()
     offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=count + 1,
                             offset=values.offset * np.dtype(offset_type).itemsize).astype(np.int64)
@@ -112,7 +113,7 @@ def _column_hashes(column: pd.Series) -> np.ndarray:
 
 
 def id_hashes(ids: pd.Series) -> np.ndarray:
-    return string_hashes(pa.array(ids, from_pandas=True))
+    return _column_hashes(ids)
 
 
 def content_hashes(frame: pd.DataFrame) -> np.ndarray:
