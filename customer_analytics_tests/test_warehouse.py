@@ -6,7 +6,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from customer_analytics.config import ConfigError, redact_url
 from customer_analytics.resources.tables import customer_profiles, raw_events
@@ -320,3 +320,16 @@ def test_the_parent_is_analyzed_as_its_partition_count_reaches_a_power_of_two(pg
     inherited = pg_warehouse.scalar(f"SELECT COUNT(*) FROM pg_stats WHERE schemaname = '{pg_warehouse.schema}' "
                                     "AND tablename = 'raw_events' AND inherited")
     assert inherited > 0
+
+
+@pytest.mark.postgres
+def test_a_swapped_in_month_is_loaded_frozen_and_all_visible(pg_warehouse):
+    """Staged rows are COPYed with FREEZE: the published partition's pages are all-visible from the start, so
+    the first scan after the load does not rewrite every page to set hint bits (nor autovacuum later)."""
+    _replace_month(pg_warehouse, "2025-01", _events("2025-01", [f"e{i:05d}" for i in range(20_000)], page_url="x" * 200))
+    with pg_warehouse.engine.connect() as connection:
+        pages, visible = connection.execute(
+            text("SELECT relpages, relallvisible FROM pg_class WHERE oid = CAST(:name AS regclass)"),
+            {"name": pg_warehouse.qualified("raw_events_2025_01")}).one()
+    assert pages > 50  # several pages, all of them all-visible
+    assert visible == pages

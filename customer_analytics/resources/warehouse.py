@@ -300,11 +300,12 @@ class Warehouse:
 
     # -- bulk writes -------------------------------------------------------------------
     def insert_frame(self, connection: Connection, target: str, table: Table, frame: pd.DataFrame, *,
-                     copier: "BackgroundCopier | None" = None) -> None:
+                     copier: "BackgroundCopier | None" = None, created_in_transaction: bool = False) -> None:
         """Append rows to `target` (a quoted name) with `table`'s columns: COPY on PostgreSQL.
 
         With a `copier` the COPY runs on its thread while the caller goes on (the rows are
-        converted to Arrow first, so the caller may reuse `frame`).
+        converted to Arrow first, so the caller may reuse `frame`). A `target` created in the
+        connection's current transaction (a staging table) is loaded with its rows already frozen.
         """
         columns = [c.name for c in table.columns if c.name in frame.columns]
         if frame.empty:
@@ -313,7 +314,13 @@ class Warehouse:
         column_list = ", ".join(self.quote(c) for c in columns)
         if self.dialect == "postgresql":
             # Binary: PostgreSQL parses it about twice as fast as CSV (see `pgbinary`).
-            statement = f"COPY {target} ({column_list}) FROM STDIN (FORMAT binary)"
+            # FREEZE (PostgreSQL allows it into a table created in the same transaction): the rows are
+            # written as frozen and all-visible, so the first scans
+            # after the commit (index builds aside, the recompute's) need not set every row's hint bits and
+            # rewrite every page, and autovacuum has nothing to freeze later. At 2,000,000 events, the
+            # first purchase scan of a month after its load: 0.80 s without, 0.56 s with.
+            freeze = ", FREEZE" if created_in_transaction else ""
+            statement = f"COPY {target} ({column_list}) FROM STDIN (FORMAT binary{freeze})"
             kinds = [table.c[name].type for name in columns]
             if copier is not None:
                 copier.submit(_copy_binary, connection, statement, arrow, kinds)
@@ -533,7 +540,8 @@ class Replacement:
         else:
             frame = frame.assign(**constants)
         self._analyzed.discard(self._staging[table.name])
-        self.warehouse.insert_frame(self.connection, self._staging[table.name], table, frame, copier=self._copier)
+        self.warehouse.insert_frame(self.connection, self._staging[table.name], table, frame, copier=self._copier,
+                                    created_in_transaction=True)  # every staging table is (`_stage_table`)
 
     def _set_defaults(self, table: Table, constants: dict[str, Any], frame: pd.DataFrame) -> None:
         """Make the staging table's defaults `constants`, and no other column default to a value set before."""
