@@ -39,6 +39,7 @@ from customer_analytics.resources.landing import (
     UnreadableFile,
     clip_raw,
     list_files,
+    read_ahead,
     read_records,
 )
 from customer_analytics.resources.tables import customer_profiles, landing_files, raw_events, rejected_events
@@ -232,7 +233,7 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
             scanned = 0
             staged_any = False
             try:
-                for chunk in read_records(file):
+                for chunk in read_ahead(read_records(file)):  # the next chunk is parsed while this one is loaded
                     staged_any = True
                     scanned += chunk.records
                     _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, report, replacement,

@@ -21,8 +21,11 @@ import gzip
 import io
 import json
 import math
+import queue
+import threading
 import zlib
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +143,53 @@ def _readable_name(name: str) -> str:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+T = TypeVar("T")
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items`, produced one ahead on a thread of their own: reading and parsing the next chunk
+    overlaps the caller's work on this one (pyarrow and file reads release the GIL).
+
+    The items come in the same order, and an exception raised by `items` is raised here at the
+    same place in the sequence. Leaving the loop early stops the thread before returning.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                handoff.put((True, item))
+            handoff.put((False, None))
+        except BaseException as error:  # handed to the consumer, raised there
+            handoff.put((False, error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            more, value = handoff.get()
+            if not more:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting to hand over an item
+            try:
+                handoff.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        worker.join()
+
+
 def read_records(file: LandingFile, *, chunk_bytes: int = CHUNK_BYTES, chunk_rows: int = CHUNK_ROWS) -> Iterator[RecordChunk]:
     """Yield the file's records chunk by chunk; raise `UnreadableFile` if the file fails as a whole.
 
@@ -199,15 +249,16 @@ def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]
     oversized = False
     while True:
         data = stream.read(chunk_bytes)
-        buffer = carry + data
-        if first and buffer.startswith(b"\xef\xbb\xbf"):
-            buffer = buffer[3:]  # a UTF-8 byte-order mark is not part of the first record
+        at_end = not data
+        if first and data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]  # a UTF-8 byte-order mark is not part of the first record
         first = False
-        if not data:
-            block, carry = buffer, b""
+        if at_end:
+            block, carry = carry, b""
         else:
-            cut = buffer.rfind(b"\n")
+            cut = data.rfind(b"\n")  # the carry is the tail of a line: it holds none
             if cut == -1:
+                buffer = carry + data
                 if len(buffer) > MAX_RECORD_BYTES:
                     # One enormous line: keep its start for the quarantine, skip to its end.
                     carry = buffer[:RAW_TEXT_LIMIT]
@@ -215,7 +266,8 @@ def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]
                 else:
                     carry = buffer
                 continue
-            block, carry = buffer[: cut + 1], buffer[cut + 1 :]
+            # One copy of the block (the carry, then the read up to its last line end), not two.
+            block, carry = carry + memoryview(data)[: cut + 1], data[cut + 1 :]
         if oversized:
             head_end = block.find(b"\n")
             if head_end == -1:
@@ -225,9 +277,10 @@ def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]
             line_base += 1
             oversized = False
         if block:
-            yield _parse_ndjson_block(block, line_base, source)
-            line_base += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        if not data:
+            chunk, lines = _parse_ndjson_block(block, line_base, source)
+            yield chunk
+            line_base += lines
+        if at_end:
             return
 
 
@@ -264,8 +317,10 @@ def _all_objects(block: bytes, starts: np.ndarray, ends: np.ndarray) -> bool:
     return all(block[a:b].lstrip()[:1] == b"{" for a, b in zip(starts, ends))
 
 
-def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> RecordChunk:
+def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> tuple[RecordChunk, int]:
+    """The block's records, and its number of lines (blank ones included)."""
     starts, ends, nonblank = _line_spans(block)
+    line_count = len(ends)
     lines = np.flatnonzero(nonblank)
     starts, ends = starts[lines], ends[lines]
     record_numbers = line_base + lines.astype(np.int64) + 1
@@ -279,8 +334,8 @@ def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> RecordChun
     if longest <= MAX_RECORD_BYTES and _all_objects(block, starts, ends) and _is_utf8(block):
         fields = _ndjson_fast(block, source, len(lines), longest=longest)
     if fields is not None:
-        return RecordChunk(fields, record_numbers, raw_text, records=len(lines))
-    return _ndjson_slow(block, starts, ends, record_numbers, source, raw_text)
+        return RecordChunk(fields, record_numbers, raw_text, records=len(lines)), line_count
+    return _ndjson_slow(block, starts, ends, record_numbers, source, raw_text), line_count
 
 
 def _is_utf8(block: bytes) -> bool:
@@ -297,7 +352,7 @@ def _ndjson_fast(block: bytes, source: str, expected_rows: int, *, longest: int)
     schema = pa.schema([(name, pa.string()) for name in TEXT_FIELDS[source]])
     try:
         table = pajson.read_json(
-            io.BytesIO(block),
+            pa.BufferReader(pa.py_buffer(block)),  # the block itself, not a copy (as through io.BytesIO)
             # A block must hold the longest line whole.
             read_options=pajson.ReadOptions(block_size=max(PARSE_BLOCK_BYTES, longest + 2)),
             parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),

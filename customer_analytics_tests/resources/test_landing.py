@@ -689,3 +689,36 @@ def test_oversized_line_is_refused_and_numbering_continues(tmp_path, monkeypatch
     assert all(e.reason.startswith("record longer than") for e in errors)
     assert all(e.raw_record.startswith('{"event_id": "big"') and len(e.raw_record) <= 51 for e in errors)
     assert sum(c.records for c in chunks) == 6
+
+
+def test_read_ahead_keeps_the_order_and_raises_where_the_items_failed():
+    def items():
+        yield from range(5)
+        raise UnreadableFile("broken after five")
+
+    seen = []
+    with pytest.raises(UnreadableFile, match="broken after five"):
+        for item in landing.read_ahead(items()):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+    assert list(landing.read_ahead(iter(range(1000)))) == list(range(1000))
+    assert list(landing.read_ahead(iter([]))) == []
+
+
+def test_read_ahead_left_early_stops_its_thread_and_closes_the_items():
+    import threading
+
+    closed = threading.Event()
+
+    def items():
+        try:
+            for number in range(1_000_000):
+                yield number
+        finally:
+            closed.set()
+
+    ahead = landing.read_ahead(items())
+    assert [next(ahead), next(ahead)] == [0, 1]
+    ahead.close()  # as when the loop over chunks raises
+    assert closed.is_set()  # closed before close() returned: the file is no longer open
+    assert not any(thread.name == "read-ahead" for thread in threading.enumerate())
