@@ -22,6 +22,7 @@ month keeps its previous rows rather than losing those the file delivered before
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -233,11 +234,13 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
             scanned = 0
             staged_any = False
             try:
-                for chunk in read_ahead(read_records(file)):  # the next chunk is parsed while this one is loaded
-                    staged_any = True
-                    scanned += chunk.records
-                    _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, report, replacement,
-                                rejects, months_in_file, run_id, started_at)
+                # The next chunk is parsed while this one is loaded; closing stops that (and the file) at once.
+                with contextlib.closing(read_ahead(read_records(file))) as chunks:
+                    for chunk in chunks:
+                        staged_any = True
+                        scanned += chunk.records
+                        _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, report,
+                                    replacement, rejects, months_in_file, run_id, started_at)
             except FileChangedWhileRead as error:
                 raise LandingFileChanged(key, file, str(error)) from None
             except UnreadableFile as error:

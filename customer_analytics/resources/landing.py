@@ -25,9 +25,9 @@ import queue
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from typing import TypeVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
