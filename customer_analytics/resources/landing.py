@@ -21,10 +21,9 @@ import gzip
 import io
 import json
 import math
-import queue
-import threading
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -151,43 +150,23 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
     overlaps the caller's work on this one (pyarrow and file reads release the GIL).
 
     The items come in the same order, and an exception raised by `items` is raised here at the
-    same place in the sequence. Leaving the loop early stops the thread before returning.
+    same place in the sequence. Closing this generator waits for the item in progress, then
+    closes `items` (and so the file) before it returns.
     """
-    handoff: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as worker:
         try:
-            for item in items:
-                if stop.is_set():
-                    return
-                handoff.put((True, item))
-            handoff.put((False, None))
-        except BaseException as error:  # handed to the consumer, raised there
-            handoff.put((False, error))
+            pending = worker.submit(next, items, _NO_MORE)
+            while (item := pending.result()) is not _NO_MORE:
+                pending = worker.submit(next, items, _NO_MORE)
+                yield item
         finally:
+            worker.shutdown(wait=True)  # the generator must not be running when it is closed
             close = getattr(items, "close", None)
             if close is not None:
                 close()
 
-    worker = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    worker.start()
-    try:
-        while True:
-            more, value = handoff.get()
-            if not more:
-                if value is not None:
-                    raise value
-                return
-            yield value
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting to hand over an item
-            try:
-                handoff.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        worker.join()
+
+_NO_MORE = object()
 
 
 def read_records(file: LandingFile, *, chunk_bytes: int = CHUNK_BYTES, chunk_rows: int = CHUNK_ROWS) -> Iterator[RecordChunk]:

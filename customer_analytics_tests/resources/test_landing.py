@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -706,8 +707,6 @@ def test_read_ahead_keeps_the_order_and_raises_where_the_items_failed():
 
 
 def test_read_ahead_left_early_stops_its_thread_and_closes_the_items():
-    import threading
-
     closed = threading.Event()
 
     def items():
@@ -721,4 +720,4 @@ def test_read_ahead_left_early_stops_its_thread_and_closes_the_items():
     assert [next(ahead), next(ahead)] == [0, 1]
     ahead.close()  # as when the loop over chunks raises
     assert closed.is_set()  # closed before close() returned: the file is no longer open
-    assert not any(thread.name == "read-ahead" for thread in threading.enumerate())
+    assert not any(thread.name.startswith("read-ahead") for thread in threading.enumerate())
