@@ -32,12 +32,19 @@ from customer_analytics.resources.tables import (
 )
 from customer_analytics.resources.warehouse import Replacement, Warehouse
 
-# The month's purchases per customer and UTC date: one scan of raw_events for both summaries.
+# The month's purchases: the one scan of raw_events (a tenth of its rows) for the summaries and the
+# 30 / 90-day windows.
+PURCHASES_SQL = """
+SELECT customer_id, event_date, event_timestamp, revenue
+FROM {raw_events}
+WHERE event_month = :month AND event_type = 'purchase' AND event_timestamp < :as_of
+"""
+
+# The month's purchases per customer and UTC date, for both summaries.
 PURCHASE_DAYS_SQL = """
 SELECT customer_id, event_date, COUNT(*) AS purchases, SUM(revenue) AS revenue,
        MIN(event_timestamp) AS first_at, MAX(event_timestamp) AS last_at
-FROM {raw_events}
-WHERE event_month = :month AND event_type = 'purchase' AND event_timestamp < :as_of
+FROM {purchases}
 GROUP BY customer_id, event_date
 """
 
@@ -65,7 +72,8 @@ SUMMARY_COLUMNS = ("customer_id, summary_month, purchases, revenue, purchase_day
                    "first_purchase_at, last_purchase_at, first_purchase_date, last_purchase_date, first_day_revenue")
 
 # The previous month's history plus this month's (staged) summaries, a customer's row from either or
-# both. Every purchase in the history is before the month's, so the firsts (first purchase, cohort,
+# both, plus what the month's purchases add to the customer's first 30 / 90 days (`WINDOW_ADDS_SQL`).
+# Every purchase in the history is before the month's, so the firsts (first purchase, cohort,
 # first-day revenue) come from the history when it has the customer and the lasts from the month.
 # PostgreSQL joins the two (a hash full join of 1M + 1M customers: 1.8 s, against 4.4 s for the
 # union and GROUP BY below); SQLite before 3.39 has no FULL JOIN, so there the union is aggregated.
@@ -78,9 +86,11 @@ SELECT :month, COALESCE(p.customer_id, m.customer_id),
        COALESCE(p.first_purchase_at, m.first_purchase_at), COALESCE(m.last_purchase_at, p.last_purchase_at),
        COALESCE(p.first_purchase_date, m.first_purchase_date), COALESCE(m.last_purchase_date, p.last_purchase_date),
        COALESCE(p.first_month, m.summary_month), COALESCE(p.first_day_revenue, m.first_day_revenue),
-       COALESCE(p.revenue_30d, 0), COALESCE(p.revenue_90d, 0), :as_of, :computed_at
+       COALESCE(p.revenue_30d, 0) + COALESCE(w.add_30, 0), COALESCE(p.revenue_90d, 0) + COALESCE(w.add_90, 0),
+       :as_of, :computed_at
 FROM (SELECT * FROM {history} WHERE as_of_month = :previous) p
 FULL JOIN {month_summary} m ON m.customer_id = p.customer_id
+LEFT JOIN {window} w ON w.customer_id = m.customer_id
 """
 HISTORY_INCREMENT_SQLITE_SQL = """
 WITH parts AS (
@@ -93,6 +103,9 @@ WITH parts AS (
            first_purchase_at, last_purchase_at, first_purchase_date, last_purchase_date, summary_month,
            first_day_revenue, 0, 0
     FROM {month_summary}
+    UNION ALL
+    SELECT customer_id, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, add_30, add_90
+    FROM {window}
 )
 SELECT :month, customer_id, SUM(purchases), SUM(revenue), SUM(purchase_days), SUM(positive_days),
        SUM(positive_day_revenue), MIN(first_purchase_at), MAX(last_purchase_at), MIN(first_purchase_date),
@@ -124,9 +137,28 @@ SELECT :month, t.customer_id, t.purchases, t.revenue, t.purchase_days, t.positiv
 FROM totals t JOIN summaries s ON s.customer_id = t.customer_id AND s.summary_month = t.first_month
 """
 
-# Adds the revenue of each customer's first 30 / 90 days found in the events of months
-# [:from_month, :month]. The windows end at exact instants, so this reads purchase events, and
-# only those of the months a window spans.
+# What this month's purchases add to the revenue of each customer's first 30 / 90 days, for the
+# customers whose 90 days were still open at the month's start (a first purchase in the previous
+# history no older than that, or a first purchase this month). The windows end at exact instants, so
+# this reads purchase events, of this month alone
+# (`PURCHASES_SQL`: without an index to look them up by, they are hashed, not looked up a customer at a time). Computed before the history's rows are written,
+# instead of updating them afterwards: at 2M events an UPDATE rewrote 85k of 196k fresh rows (0.99 s,
+# then statistics gathered again) where this query takes 0.3 s and the insert barely more.
+WINDOW_ADDS_SQL = """
+SELECT m.customer_id,
+       SUM(CASE WHEN r.event_timestamp < {end_30} THEN r.revenue ELSE 0 END) AS add_30,
+       SUM(r.revenue) AS add_90
+FROM {month_summary} m
+LEFT JOIN (SELECT customer_id, first_purchase_at FROM {history} WHERE as_of_month = :previous) p
+  ON p.customer_id = m.customer_id
+JOIN {purchases} r
+  ON r.customer_id = m.customer_id AND r.event_timestamp >= {first} AND r.event_timestamp < {end_90}
+WHERE {first} >= :window_floor
+GROUP BY m.customer_id
+"""
+
+# A history rebuilt in full: the revenue of each customer's first 30 / 90 days, from the events of
+# every month a window spans, added to the freshly staged rows.
 WINDOW_REVENUE_SQL = """
 UPDATE {history} AS h
 SET revenue_30d = h.revenue_30d + w.add_30, revenue_90d = h.revenue_90d + w.add_90
@@ -137,11 +169,9 @@ FROM (
     FROM {history} c
     JOIN {raw_events} r
       ON r.customer_id = c.customer_id
-     AND r.event_type = 'purchase'
-     AND r.event_month >= :from_month AND r.event_month <= :month
+     AND r.event_type = 'purchase' AND r.event_month <= :month
      AND r.event_month >= c.first_month AND r.event_month <= {end_90_month}
      AND r.event_timestamp >= c.first_purchase_at AND r.event_timestamp < {end_90} AND r.event_timestamp < :as_of
-    {candidates}
     GROUP BY c.customer_id
 ) w
 WHERE h.customer_id = w.customer_id
@@ -217,7 +247,8 @@ def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, compu
     with warehouse.replace(lock_name="customer_history") as replacement:
         replacement.replace_partition(customer_month_summary, month)
         replacement.replace_partition(customer_week_summary, month)
-        days = replacement.temp_table("purchase_days", PURCHASE_DAYS_SQL.format(raw_events=raw), params)
+        purchases = replacement.temp_table("purchases", PURCHASES_SQL.format(raw_events=raw), params)
+        days = replacement.temp_table("purchase_days", PURCHASE_DAYS_SQL.format(purchases=purchases), params)
         customers = replacement.append_select(
             customer_month_summary, [c.name for c in customer_month_summary.columns],
             MONTH_SUMMARY_SQL.format(days=days), params,
@@ -227,7 +258,8 @@ def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, compu
             WEEK_SUMMARY_SQL.format(days=days, week=warehouse.week_start("event_date")), params,
         )
         built_at = datetime.now(timezone.utc)
-        history = build_history(warehouse, replacement, month, as_of=as_of, computed_at=computed_at, built_at=built_at)
+        history = build_history(warehouse, replacement, month, purchases, as_of=as_of, computed_at=computed_at,
+                                built_at=built_at)
         activity = build_cohort_activity(warehouse, replacement, month, computed_at=computed_at, built_at=built_at)
     return {"customers": customers, "customer_weeks": weeks, **history, "cohort_activity_rows": activity}
 
@@ -281,33 +313,35 @@ def extendable_history(warehouse: Warehouse, month: date) -> bool:
     return bool((builds["built_at"] <= last["built_at"].iloc[0]).all())
 
 
-def build_history(warehouse: Warehouse, replacement: Replacement, month: date, *, as_of: datetime,
+def build_history(warehouse: Warehouse, replacement: Replacement, month: date, purchases: str, *, as_of: datetime,
                   computed_at: datetime, built_at: datetime) -> dict:
-    """Stage `month`'s customer_history (after its summaries, in the same replacement)."""
+    """Stage `month`'s customer_history (after its summaries, in the same replacement; `purchases`: `PURCHASES_SQL`'s table)."""
     incremental = extendable_history(warehouse, month)
     staged_summary = replacement.staged(customer_month_summary)
     replacement.analyze(staged_summary)
     replacement.replace_partition(customer_history, month)
     params = {"month": month, "previous": add_months(month, -1), "as_of": as_of, "computed_at": computed_at}
+    previous_history = warehouse.partition_of(customer_history.name, add_months(month, -1))
     if incremental:
+        first = "COALESCE(p.first_purchase_at, m.first_purchase_at)"
+        window = replacement.temp_table("window_revenue", WINDOW_ADDS_SQL.format(
+            month_summary=staged_summary, history=previous_history, purchases=purchases, first=first,
+            end_30=plus_days(warehouse, first, 30), end_90=plus_days(warehouse, first, 90),
+        ), {**params, "window_floor": month_start(month) - timedelta(days=90)})
         template = HISTORY_INCREMENT_SQL if warehouse.dialect == "postgresql" else HISTORY_INCREMENT_SQLITE_SQL
-        sql = template.format(history=warehouse.partition_of(customer_history.name, add_months(month, -1)),
-                              month_summary=staged_summary)
+        sql = template.format(history=previous_history, month_summary=staged_summary, window=window)
     else:
         sql = HISTORY_FULL_SQL.format(columns=SUMMARY_COLUMNS, published=warehouse.qualified(customer_month_summary.name),
                                       month_summary=staged_summary)
     customers = replacement.append_select(customer_history, [c.name for c in customer_history.columns], sql, params)
     staged = replacement.staged(customer_history)
-    replacement.analyze(staged)
-    window = WINDOW_REVENUE_SQL.format(
-        history=staged, raw_events=warehouse.partition_of("raw_events", month) if incremental else warehouse.qualified("raw_events"),
-        end_30=plus_days(warehouse, "c.first_purchase_at", 30), end_90=plus_days(warehouse, "c.first_purchase_at", 90),
-        end_90_month=month_of_plus_days(warehouse, "c.first_purchase_at", 90),
-        # Extending: only windows still open at the month's start can gain revenue.
-        candidates="WHERE c.first_purchase_at >= :window_floor" if incremental else "",
-    )
-    replacement.execute(window, {**params, "from_month": month if incremental else date(1, 1, 1),
-                                 "window_floor": month_start(month) - timedelta(days=90)}, writes=customer_history)
+    replacement.analyze(staged)  # for the joins below and cohort activity's; publishing needs no other unless updated
+    if not incremental:
+        replacement.execute(WINDOW_REVENUE_SQL.format(
+            history=staged, raw_events=warehouse.qualified("raw_events"),
+            end_30=plus_days(warehouse, "c.first_purchase_at", 30), end_90=plus_days(warehouse, "c.first_purchase_at", 90),
+            end_90_month=month_of_plus_days(warehouse, "c.first_purchase_at", 90),
+        ), params, writes=customer_history)
     replacement.delete_where(customer_history_builds, customer_history_builds.c.as_of_month == month)
     replacement.append(customer_history_builds, pd.DataFrame([{
         "as_of_month": pd.Timestamp(month), "method": "incremental" if incremental else "full",
