@@ -105,8 +105,8 @@ WITH h AS (
     SELECT customer_id, first_purchase_at, last_purchase_at, last_purchase_date, purchases, revenue
     FROM {history}
     WHERE as_of_month = :month
-), n AS (
-    SELECT COUNT(*) AS n FROM h
+), {counts}, n AS (
+    SELECT CAST(SUM(customers) AS BIGINT) AS n FROM f_counts
 ), {scores}, grid (r_score, fm_score, rfm_segment) AS (
     VALUES {grid}
 ), scored AS (
@@ -125,11 +125,18 @@ SELECT :month, s.customer_id, s.first_purchase_at, s.last_purchase_at, s.recency
 FROM scored s
 LEFT JOIN grid g ON g.r_score = s.r_score AND g.fm_score = (s.f_score + s.m_score + 1) / 2
 """
-# The score of each distinct value of a column of `h` (higher is better): customers below it, times 5, over n.
-VALUE_SCORES_SQL = """{name} AS (
-    SELECT v.value, 1 + 5 * (CAST(SUM(v.customers) OVER (ORDER BY v.value) AS BIGINT) - v.customers) / n.n AS score
-    FROM (SELECT {column} AS value, COUNT(*) AS customers FROM h GROUP BY {column}) v, n
+# The customers of each distinct value of a column of `h`. The customer count n is the sum of one
+# of them (a few rows) rather than another pass over h, cast back to an integer (PostgreSQL sums
+# bigints as NUMERIC, and the scores are integer arithmetic).
+VALUE_COUNTS_SQL = """{name}_counts AS (
+    SELECT {column} AS value, COUNT(*) AS customers FROM h GROUP BY {column}
 )"""
+# The score of each distinct value (higher is better): customers below it, times 5, over n.
+VALUE_SCORES_SQL = """{name}_scores AS (
+    SELECT v.value, 1 + 5 * (CAST(SUM(v.customers) OVER (ORDER BY v.value) AS BIGINT) - v.customers) / n.n AS score
+    FROM {name}_counts v, n
+)"""
+RFM_VALUES = (("r", "last_purchase_date"), ("f", "purchases"), ("m", "revenue"))
 RFM_COLUMNS = ["as_of_month", "customer_id", "first_purchase_at", "last_purchase_at", "recency_days", "frequency",
                "monetary", "avg_order_value", "r_score", "f_score", "m_score", "rfm_score", "rfm_segment", "fm_score",
                "as_of_date", "computed_at", "run_id"]
@@ -167,9 +174,9 @@ def compute_rfm(warehouse: Warehouse, as_of: AsOf, *, run_id: str = "", computed
                       for index, cell in enumerate(grid.itertuples(index=False)))
     params = {"month": as_of.month, "as_of_date": as_of.day, "computed_at": computed_at, "run_id": run_id,
               **{f"segment_{index}": name for index, name in enumerate(grid["rfm_segment"])}}
-    scores = ", ".join(VALUE_SCORES_SQL.format(name=name, column=column) for name, column in (
-        ("r_scores", "last_purchase_date"), ("f_scores", "purchases"), ("m_scores", "revenue")))
-    sql = RFM_SQL.format(recency=recency, history=history, grid=cells, scores=scores)
+    counts = ", ".join(VALUE_COUNTS_SQL.format(name=name, column=column) for name, column in RFM_VALUES)
+    scores = ", ".join(VALUE_SCORES_SQL.format(name=name) for name, _ in RFM_VALUES)
+    sql = RFM_SQL.format(recency=recency, history=history, grid=cells, counts=counts, scores=scores)
     with warehouse.replace(lock_name=f"{customer_rfm.name}/{as_of.month:%Y-%m}") as replacement:
         replacement.replace_partition(customer_rfm, as_of.month)
         rows = replacement.append_select(customer_rfm, RFM_COLUMNS, sql, params)

@@ -48,18 +48,18 @@ FROM {purchases}
 GROUP BY customer_id, event_date
 """
 
+# A customer's first date comes from a window over their dates: one sort by customer feeds both the
+# window and the grouping. Grouping the firsts apart and joining them back hashed every row twice
+# more (10M events: 2.8 s against 1.3 s).
 MONTH_SUMMARY_SQL = """
-WITH firsts AS (
-    SELECT customer_id, MIN(event_date) AS first_date FROM {days} GROUP BY customer_id
-)
-SELECT :month, d.customer_id, SUM(d.purchases), SUM(d.revenue), COUNT(*),
-       SUM(CASE WHEN d.revenue > 0 THEN 1 ELSE 0 END),
-       SUM(CASE WHEN d.revenue > 0 THEN d.revenue ELSE 0 END),
-       MIN(d.first_at), MAX(d.last_at), MIN(d.event_date), MAX(d.event_date),
-       SUM(CASE WHEN d.event_date = f.first_date THEN d.revenue ELSE 0 END),
+SELECT :month, customer_id, SUM(purchases), SUM(revenue), COUNT(*),
+       SUM(CASE WHEN revenue > 0 THEN 1 ELSE 0 END),
+       SUM(CASE WHEN revenue > 0 THEN revenue ELSE 0 END),
+       MIN(first_at), MAX(last_at), MIN(event_date), MAX(event_date),
+       SUM(CASE WHEN event_date = first_date THEN revenue ELSE 0 END),
        :as_of, :computed_at
-FROM {days} d JOIN firsts f ON f.customer_id = d.customer_id
-GROUP BY d.customer_id
+FROM (SELECT d.*, MIN(d.event_date) OVER (PARTITION BY d.customer_id) AS first_date FROM {days} d) d
+GROUP BY customer_id
 """
 
 WEEK_SUMMARY_SQL = """

@@ -112,6 +112,7 @@ def _postgres_session(dbapi_connection, _record) -> None:
     """
     with dbapi_connection.cursor() as cursor:
         cursor.execute("SET work_mem = '256MB'")
+        cursor.execute("SET temp_buffers = '256MB'")
     dbapi_connection.commit()
 
 
