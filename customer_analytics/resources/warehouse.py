@@ -584,15 +584,19 @@ class Replacement:
         )
         return result.rowcount
 
-    def temp_table(self, name: str, select_sql: str, params: dict) -> str:
-        """A temporary table of a query's rows for later statements of this replacement; returns its SQL name."""
+    def temp_table(self, name: str, select_sql: str, params: dict, *, analyze: bool = True) -> str:
+        """A temporary table of a query's rows for later statements of this replacement; returns its SQL name.
+
+        It is analyzed for the planner unless `analyze` is false (a table only ever read in full).
+        """
         self._sync()
         temp_schema = "pg_temp" if self.postgres else "temp"
         qualified = f"{temp_schema}.{self.warehouse.quote(f'{name}__{self._token}')}"
         self.connection.execute(text(f"CREATE TEMP TABLE {self.warehouse.quote(f'{name}__{self._token}')} AS {select_sql}"),
                                 self.warehouse.sql_params(params))
         self._key_tables.append(qualified)
-        self.analyze(qualified)
+        if analyze:
+            self.analyze(qualified)
         return qualified
 
     def analyze(self, sql_name: str) -> None:
