@@ -129,6 +129,9 @@ def test_every_postgres_session_has_room_to_hash_a_month_of_customers(pg_warehou
     assert pg_warehouse.scalar("SHOW work_mem") == "256MB"  # reads as well as replacements
     with pg_warehouse.replace(lock_name="test") as replacement:
         assert replacement.query("SHOW work_mem", {})["work_mem"].iloc[0] == "256MB"
+        # ...and to keep its temporary tables in memory, set before the first one is created
+        replacement.temp_table("numbers", "SELECT 1 AS n", {})
+        assert replacement.query("SHOW temp_buffers", {})["temp_buffers"].iloc[0] == "256MB"
 
 
 @pytest.mark.postgres
