@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import pandas as pd
+import pyarrow as pa
 from sqlalchemy import select
 
 from customer_analytics.asof import segment_map
@@ -23,22 +24,11 @@ from customer_analytics.resources.warehouse import Warehouse, arrow_types
 from customer_analytics.transforms import segments as transforms
 from customer_analytics.transforms.clv_scores import ClvSettings
 
-MEMBERS_SQL = """
-SELECT clv.customer_id, clv.segment, clv.clv_score, clv.predicted_revenue_24m,
-       rfm.rfm_segment, rfm.monetary, rfm.recency_days, rfm.frequency, p.country
-FROM {customer_clv} clv
-JOIN {customer_rfm} rfm ON rfm.as_of_month = clv.as_of_month AND rfm.customer_id = clv.customer_id
-LEFT JOIN {customer_profiles} p ON p.customer_id = clv.customer_id
-WHERE clv.as_of_month = :month
-ORDER BY clv.customer_id
-"""
-
-
 # Every member of the month with what the segment tables need: value and RFM segment, last month's
 # segment, profile country and the figures the metrics sum. One join of the four tables, kept in a
 # temporary table that both the membership rows and the per-cell sums read: joining them again for
 # the sums took 1.8 s of the step's 5.4 at a million customers.
-MONTH_MEMBERS_SQL = """
+MEMBERS_SQL = """
 SELECT clv.customer_id, clv.segment, rfm.rfm_segment, prev.segment AS previous_segment, p.country,
        clv.clv_score, clv.predicted_revenue_24m, rfm.monetary, rfm.recency_days, rfm.frequency
 FROM {customer_clv} clv
@@ -78,14 +68,16 @@ class SegmentTables:
     migration: pd.DataFrame
 
 
-MEMBER_TYPES = arrow_types(customer_clv.c.customer_id, customer_clv.c.segment, customer_clv.c.clv_score,
-                           customer_clv.c.predicted_revenue_24m, customer_rfm.c.rfm_segment, customer_rfm.c.monetary,
-                           customer_rfm.c.recency_days, customer_rfm.c.frequency, customer_profiles.c.country)
+MEMBER_TYPES = {**arrow_types(customer_clv.c.customer_id, customer_clv.c.segment, customer_clv.c.clv_score,
+                              customer_clv.c.predicted_revenue_24m, customer_rfm.c.rfm_segment, customer_rfm.c.monetary,
+                              customer_rfm.c.recency_days, customer_rfm.c.frequency, customer_profiles.c.country),
+                "previous_segment": pa.string()}
 
 
 def segment_members(warehouse: Warehouse, month: date) -> pd.DataFrame:
-    """Every member of the month with the values segment metrics use (for partial reruns and tests)."""
-    return warehouse.read_typed(MEMBERS_SQL.format(**month_tables(warehouse, month)), {"month": month}, MEMBER_TYPES)
+    """Every member of the month with the values segment metrics use, by customer (for partial reruns and tests)."""
+    return warehouse.read_typed(MEMBERS_SQL.format(**month_tables(warehouse, month)) + "ORDER BY clv.customer_id",
+                                {"month": month, "previous": add_months(month, -1)}, MEMBER_TYPES)
 
 
 def month_tables(warehouse: Warehouse, month: date) -> dict[str, str]:
@@ -102,7 +94,7 @@ def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", com
 
     Membership is an INSERT … SELECT in the warehouse; metrics and migration come from its
     per-cell counts and sums (`CELLS_SQL`) through the same transforms a partial rerun uses.
-    Both read the month's members (`MONTH_MEMBERS_SQL`), joined once.
+    Both read the month's members (`MEMBERS_SQL`), joined once.
     """
     computed_at = computed_at or datetime.now(timezone.utc)
     warehouse.ensure_tables()
@@ -113,7 +105,7 @@ def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", com
         for table in (customer_segments, segment_metrics, segment_migration):
             replacement.replace_partition(table, month)
         # Read in full twice, never joined or filtered: statistics would not change a plan.
-        members = replacement.temp_table("segment_members", MONTH_MEMBERS_SQL.format(**names), params, analyze=False)
+        members = replacement.temp_table("segment_members", MEMBERS_SQL.format(**names), params, analyze=False)
         customers = replacement.append_select(customer_segments, [c.name for c in customer_segments.columns],
                                               SEGMENTS_SQL.format(members=members), params)
         exact = "CAST({} AS NUMERIC)" if warehouse.dialect == "postgresql" else "{}"
