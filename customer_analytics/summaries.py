@@ -316,7 +316,10 @@ def extendable_history(warehouse: Warehouse, month: date) -> bool:
 
 def build_history(warehouse: Warehouse, replacement: Replacement, month: date, purchases: str, *, as_of: datetime,
                   computed_at: datetime, built_at: datetime) -> dict:
-    """Stage `month`'s customer_history (after its summaries, in the same replacement; `purchases`: `PURCHASES_SQL`'s table)."""
+    """Stage `month`'s customer_history (after its summaries, in the same replacement).
+
+    `purchases` is the month's `PURCHASES_SQL` temporary table, which an extended history's windows read.
+    """
     incremental = extendable_history(warehouse, month)
     staged_summary = replacement.staged(customer_month_summary)
     replacement.analyze(staged_summary)
