@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 class JsonNonFinite:
@@ -100,11 +101,49 @@ def text_column(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         wrong_type = pd.Series(False, index=values.index)
         if pd.api.types.is_float_dtype(values):
             text = values.map(_as_text, na_action="ignore").astype("string")
+        elif isinstance(values.array, pd.arrays.ArrowStringArray):
+            # Parsed NDJSON and Parquet: trimmed in Arrow, and only when some value may need it.
+            return pd.Series(pd.arrays.ArrowStringArray(_trimmed(values.array.__arrow_array__())), index=values.index), wrong_type
         else:
             text = values.astype("string")
     text = text.str.strip()
     text = text.mask(text == "")
     return text, wrong_type
+
+
+# Bytes a value may start or end with if it has whitespace to trim: ASCII controls and space,
+# DEL, and every byte of a multi-byte UTF-8 character (e.g. a no-break space). Others never are.
+_MAY_BE_SPACE = np.zeros(256, dtype=bool)
+_MAY_BE_SPACE[:0x21] = True
+_MAY_BE_SPACE[0x7F:] = True
+
+
+def _trimmed(strings: pa.ChunkedArray) -> pa.ChunkedArray:
+    """`strings` with surrounding whitespace trimmed and blank values null (as `str.strip` and a mask would).
+
+    Looking at each value's first and last byte is far cheaper than trimming: a clean column (the
+    usual case) is not rewritten.
+    """
+    chunks = []
+    for chunk in strings.chunks:
+        if not pa.types.is_large_string(chunk.type):
+            chunk = chunk.cast(pa.large_string())
+        if len(chunk) == 0:
+            chunks.append(chunk)
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64, count=len(chunk) + 1, offset=chunk.offset * 8)
+        data = chunk.buffers()[2]
+        starts, ends = offsets[:-1], offsets[1:]
+        filled = ends > starts
+        if data is not None and filled.any():
+            text = np.frombuffer(data, dtype=np.uint8)
+            if _MAY_BE_SPACE[text[starts[filled]]].any() or _MAY_BE_SPACE[text[ends[filled] - 1]].any():
+                chunk = pc.utf8_trim_whitespace(chunk)
+        blank = pc.equal(pc.binary_length(chunk), 0)
+        if pc.any(blank).as_py():
+            chunk = pc.if_else(blank, pa.scalar(None, chunk.type), chunk)
+        chunks.append(chunk)
+    return pa.chunked_array(chunks, type=pa.large_string())
 
 
 def _as_text(value) -> str:
@@ -148,11 +187,34 @@ def timestamp_column(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series
         stamps, outside = _calendar_years(stamps.astype("datetime64[us, UTC]"))
         return stamps, present, outside
     text, wrong_type = text_column(values)
-    stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    stamps = _arrow_iso_stamps(text)
+    if stamps is None:
+        stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     present = text.notna() | wrong_type
     stamps, _outside = _calendar_years(stamps.astype("datetime64[us, UTC]"))
     invalid = present & stamps.isna()
     return stamps, present, invalid
+
+
+def _arrow_iso_stamps(text: pd.Series) -> pd.Series | None:
+    """UTC timestamps parsed by Arrow, when it parses every value of the column; None otherwise.
+
+    Arrow's ISO 8601 cast is several times faster than pandas' and stricter: where it parses a
+    value it agrees with pandas, and a column holding anything else (a value it refuses, or zoned
+    and unzoned values together) is left to pandas whole, which words the reasons.
+    """
+    if not isinstance(text.array, pd.arrays.ArrowStringArray):
+        return None
+    strings = text.array.__arrow_array__()
+    # Unzoned values are UTC; a zoned column (Z or an offset) is converted.
+    for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+        try:
+            stamps = strings.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError):
+            continue
+        instants = stamps.cast(pa.timestamp("us")).to_numpy()
+        return pd.Series(instants, index=text.index, dtype="datetime64[us]").dt.tz_localize("UTC")
+    return None
 
 
 _FIRST_INSTANT = np.datetime64("0001-01-01T00:00:00", "us")
@@ -175,15 +237,15 @@ def _calendar_years(stamps: pd.Series) -> tuple[pd.Series, pd.Series]:
 def holds_nul(text: pd.Series) -> pd.Series:
     """Mask of the values holding a NUL character (which PostgreSQL text cannot store).
 
-    The column's bytes are scanned first (memchr speed): a clean column, the usual case, costs
-    next to nothing.
+    The column's bytes are scanned first, in place (a byte minimum in NumPy): a clean column, the
+    usual case, costs next to nothing.
     """
     array = text.array
     if hasattr(array, "__arrow_array__"):
         arrow = pa.array(array)
         chunks = arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]
         data = [chunk.buffers()[2] for chunk in chunks if pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)]
-        if len(data) == len(chunks) and all(buffer is None or buffer.to_pybytes().find(b"\x00") < 0 for buffer in data):
+        if len(data) == len(chunks) and all(buffer is None or buffer.size == 0 or np.frombuffer(buffer, dtype=np.uint8).min() > 0 for buffer in data):
             return pd.Series(False, index=text.index)
     return text.str.contains("\x00", regex=False).fillna(False).astype(bool)
 

@@ -172,6 +172,34 @@ def test_a_chunk_parsed_in_several_blocks_unifies_types_and_late_fields_on_the_f
     assert records[-1][1]["quantity"] == 3 and records[-1][1]["page_url"] == "x" * 6000
     assert all(r["quantity"] is None and r["page_url"] is None for _, r in records[:-1])
 
+def test_numbers_in_unusual_types_are_parsed_again_with_their_types_inferred(tmp_path, monkeypatch):
+    def no_slow_path(*args, **kwargs):
+        raise AssertionError("a block of well-formed objects must not be re-parsed line by line")
+
+    parses = []
+    read_json = landing._read_json
+    monkeypatch.setattr(landing, "_read_json", lambda *args: parses.append(args[1]) or read_json(*args))
+    monkeypatch.setattr(landing, "_ndjson_slow", no_slow_path)
+    base = dict(customer_id="c", event_type="purchase", event_timestamp="2023-06-15 14:30:45")
+    usual = read(tmp_path, "events/usual.ndjson", event("e1", price=3, quantity=2, **base) + "\n")
+    assert len(parses) == 1 and records_of(usual)[0][1]["quantity"] == 2
+    parses.clear()
+    text = event("e1", price="3.5", quantity=2.0, **base) + "\n"  # text where a number is usual, a fraction where a whole
+    chunks = read(tmp_path, "events/unusual.ndjson", text)
+    assert len(parses) == 2 and parses[1].names == list(landing.TEXT_FIELDS["events"])
+    (_, row), = records_of(chunks)
+    assert (row["price"], row["quantity"]) == ("3.5", 2.0)
+    assert validate_events(chunks[0].fields)["revenue"].tolist() == [7.0]
+
+
+def test_fields_outside_the_contract_are_not_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(landing, "_ndjson_slow", lambda *args: pytest.fail("must not need the line-by-line reader"))
+    base = dict(customer_id="c", event_type="view", event_timestamp="2023-06-15 14:30:45")
+    text = "\n".join([event("e1", extra={"nested": [1]}, **base), event("e2", extra="text", **base)]) + "\n"
+    chunks = read(tmp_path, "events/a.ndjson", text)
+    assert [n for n, _ in records_of(chunks)] == [1, 2] and "extra" not in chunks[0].fields.columns
+
+
 def test_ndjson_block_with_a_malformed_line_falls_back_and_keeps_the_good_lines(tmp_path, monkeypatch):
     calls = []
     slow = landing._ndjson_slow

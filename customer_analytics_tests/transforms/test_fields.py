@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from customer_analytics.transforms.fields import (
     Reasons,
@@ -42,6 +45,32 @@ def test_text_column_flags_booleans_objects_and_arrays():
     text, wrong = text_column(pd.Series([True, [1], {"a": 1}, "ok"], dtype=object))
     assert wrong.tolist() == [True, True, True, False]
     assert values(text) == [None, None, None, "ok"]
+
+
+def arrow_text(items: list) -> pd.Series:
+    """Text as parsed NDJSON and Parquet deliver it: Arrow-backed."""
+    return pa.table({"v": pa.array(items, pa.string())}).to_pandas()["v"]
+
+
+def test_text_column_trims_arrow_backed_text_and_treats_blank_as_missing():
+    text, wrong = text_column(arrow_text(["  a ", "", "   ", None, "b", "\u00a0c\u3000", "d\t"]))
+    assert values(text) == ["a", None, None, None, "b", "c", "d"]
+    assert str(text.dtype) == "string" and not wrong.any()
+
+
+def test_text_column_leaves_clean_arrow_text_as_it_is_apart_from_blanks():
+    text, _ = text_column(arrow_text(["a b", "é", "", None, "x"]))
+    assert values(text) == ["a b", "é", None, None, "x"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=" \t\n\x0b\x1c\x85\u00a0\u2003\u3000ab\u00e9\u4e2d", max_size=6)), max_size=12))
+def test_text_column_arrow_path_matches_pandas_strip(items):
+    expected = arrow_text(items).astype("string").str.strip()
+    expected = expected.mask(expected == "")
+    text, _ = text_column(arrow_text(items))
+    assert values(text) == values(expected)
+    assert text.dtype == expected.dtype
 
 
 # -- numbers -----------------------------------------------------------------------------
@@ -145,6 +174,43 @@ def test_timestamp_column_typed_naive_is_utc_and_aware_is_converted():
     aware = pd.Series(pd.to_datetime(["2023-06-15 14:30:45"]).tz_localize("Europe/Paris"))
     assert timestamp_column(naive)[0].iloc[0] == pd.Timestamp("2023-06-15 14:30:45", tz="UTC")
     assert timestamp_column(aware)[0].iloc[0] == pd.Timestamp("2023-06-15 12:30:45", tz="UTC")
+
+
+def test_timestamp_column_parses_arrow_backed_text_like_pandas():
+    raw = ["2023-06-15 14:30:45", "2023-06-15T14:30:45", "2023-06-15", None, "2023-06-15 14:30:45.25"]
+    stamps, present, invalid = timestamp_column(arrow_text(raw))
+    assert values(stamps) == [pd.Timestamp("2023-06-15 14:30:45", tz="UTC")] * 2 + [
+        pd.Timestamp("2023-06-15", tz="UTC"), None, pd.Timestamp("2023-06-15 14:30:45.25", tz="UTC")]
+    assert str(stamps.dtype) == "datetime64[us, UTC]"
+    assert present.tolist() == [True, True, True, False, True] and not invalid.any()
+    zoned, _, _ = timestamp_column(arrow_text(["2023-06-15T14:30:45Z", "2025-01-31T23:30:00-01:00"]))
+    assert zoned.tolist() == [pd.Timestamp("2023-06-15 14:30:45", tz="UTC"), pd.Timestamp("2025-02-01 00:30:00", tz="UTC")]
+    mixed, _, invalid = timestamp_column(arrow_text(["2023-06-15 14:30:45", "2023-06-15T14:30:45+02:00", "2023-02-30"]))
+    assert values(mixed) == [pd.Timestamp("2023-06-15 14:30:45", tz="UTC"), pd.Timestamp("2023-06-15 12:30:45", tz="UTC"), None]
+    assert invalid.tolist() == [False, False, True]
+
+
+_digits = lambda size: st.integers(0, 10**size - 1).map(lambda n: f"{n:0{size}d}")  # noqa: E731
+_iso_like = st.builds(
+    lambda date, sep, clock, fraction, zone: date + (sep + clock + fraction if clock else "") + zone,
+    st.builds(lambda y, m, d: f"{y}-{m}-{d}", _digits(4), st.sampled_from(["00", "01", "02", "06", "12", "13"]),
+              st.sampled_from(["00", "01", "15", "28", "29", "30", "31", "32"])),
+    st.sampled_from(["T", " ", "t"]),
+    st.one_of(st.just(""), st.builds(lambda h, m, sec: f"{h}:{m}{sec}", st.sampled_from(["00", "09", "23", "24"]),
+                                     st.sampled_from(["00", "30", "59", "60"]), st.sampled_from(["", ":00", ":59", ":60"]))),
+    st.sampled_from(["", ".5", ".123456", ".1234567"]),
+    st.sampled_from(["", "Z", "+02:00", "-0530", "+14:00", "+24:00"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_iso_like, min_size=1, max_size=6))
+def test_timestamp_column_arrow_path_agrees_with_pandas(items):
+    expected = pd.to_datetime(pd.Series(items, dtype=object), format="ISO8601", utc=True, errors="coerce")
+    expected = expected.astype("datetime64[us, UTC]")
+    expected = expected.mask(expected.dt.year < 1)  # year 0 is refused (see timestamp_column)
+    stamps, _, _ = timestamp_column(arrow_text(items))
+    assert values(stamps) == values(expected)
 
 
 def test_month_and_date_are_utc_boundaries():
