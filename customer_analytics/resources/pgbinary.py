@@ -3,9 +3,10 @@
 PostgreSQL parses binary COPY about twice as fast as CSV (measured on a million customer_clv
 rows: 0.99 s against 2.3 s): numbers and timestamps arrive in their stored form instead of as
 text to parse. psycopg writes that format one row at a time in Python, so the rows are built
-here without a per-row Python step: each column becomes an Arrow binary array of
-(length word, value bytes) per row, and one element-wise join of those arrays lays the rows
-out back to back, as the format wants them.
+here without a per-row Python step: each column becomes Arrow binary arrays of its length
+words and value bytes (one array of both for a fixed-width type; the words and the text as
+delivered for text, so text is copied once), and one element-wise join of those arrays lays the
+rows out back to back, as the format wants them.
 
 The format (PostgreSQL docs, "COPY — Binary Format"): a signature and two zero words; per row a
 16-bit field count, then per field a 32-bit length (-1 for NULL) and that many bytes, in
@@ -46,29 +47,29 @@ def _fixed(values: np.ndarray, dtype: str, valid: np.ndarray | None) -> pa.Array
     return pc.if_else(pa.array(valid), encoded, pa.scalar(NULL, pa.binary()))
 
 
-def _field(array: pa.Array, kind) -> pa.Array:
-    """One column's rows in the binary format, for a column of SQLAlchemy type `kind`."""
+def _field(array: pa.Array, kind) -> list[pa.Array]:
+    """One column's rows in the binary format, for a column of SQLAlchemy type `kind`: arrays to join in order."""
     valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else None
     if isinstance(kind, DateTime):
         micros = pc.cast(array.cast(pa.timestamp("us", tz="UTC")), pa.int64()).fill_null(0)
-        return _fixed(micros.to_numpy() - _PG_EPOCH_MICROSECONDS, ">i8", valid)
+        return [_fixed(micros.to_numpy() - _PG_EPOCH_MICROSECONDS, ">i8", valid)]
     if isinstance(kind, Date):
         days = pc.cast(array.cast(pa.date32()), pa.int32()).fill_null(0)
-        return _fixed(days.to_numpy() - _PG_EPOCH_DAYS, ">i4", valid)
+        return [_fixed(days.to_numpy() - _PG_EPOCH_DAYS, ">i4", valid)]
     if isinstance(kind, Boolean):
-        return _fixed(array.cast(pa.bool_()).fill_null(False).to_numpy(zero_copy_only=False), ">u1", valid)
+        return [_fixed(array.cast(pa.bool_()).fill_null(False).to_numpy(zero_copy_only=False), ">u1", valid)]
     if isinstance(kind, BigInteger):  # before Integer: BigInteger is one
-        return _fixed(array.cast(pa.int64()).fill_null(0).to_numpy(), ">i8", valid)
+        return [_fixed(array.cast(pa.int64()).fill_null(0).to_numpy(), ">i8", valid)]
     if isinstance(kind, Integer):
-        return _fixed(array.cast(pa.int32()).fill_null(0).to_numpy(), ">i4", valid)  # the cast refuses overflow
+        return [_fixed(array.cast(pa.int32()).fill_null(0).to_numpy(), ">i4", valid)]  # the cast refuses overflow
     if isinstance(kind, Float):
-        return _fixed(array.cast(pa.float64()).fill_null(0.0).to_numpy(), ">f8", valid)
+        return [_fixed(array.cast(pa.float64()).fill_null(0.0).to_numpy(), ">f8", valid)]
     # Text: its UTF-8 bytes (the connection's client encoding is UTF8).
     data = array.cast(pa.string()).fill_null("").cast(pa.binary())
     lengths = pc.binary_length(data).to_numpy(zero_copy_only=False).astype(np.int32)
     if valid is not None:
         lengths[~valid] = -1
-    return pc.binary_join_element_wise(_binary(lengths.astype(">i4")), data, b"")
+    return [_binary(lengths.astype(">i4")), data]  # a NULL's data is empty: its -1 word alone
 
 
 # Rows encoded at a time: bounds the copies held in memory, and keeps a batch's bytes far below the 2 GiB
@@ -84,8 +85,8 @@ def encode_rows(arrow: pa.Table, kinds: list) -> memoryview:
     if arrow.num_rows == 0:
         return memoryview(b"")
     count = _binary(np.full(arrow.num_rows, len(kinds), dtype=">i2"))  # a row starts with its field count
-    fields = [_field(arrow.column(index).combine_chunks(), kind) for index, kind in enumerate(kinds)]
-    rows = pc.binary_join_element_wise(count, *fields, b"")
+    parts = [part for index, kind in enumerate(kinds) for part in _field(arrow.column(index).combine_chunks(), kind)]
+    rows = pc.binary_join_element_wise(count, *parts, b"")
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
     return memoryview(rows.buffers()[2])[offsets[0]:offsets[-1]]
 
