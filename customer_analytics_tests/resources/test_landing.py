@@ -172,6 +172,7 @@ def test_a_chunk_parsed_in_several_blocks_unifies_types_and_late_fields_on_the_f
     assert records[-1][1]["quantity"] == 3 and records[-1][1]["page_url"] == "x" * 6000
     assert all(r["quantity"] is None and r["page_url"] is None for _, r in records[:-1])
 
+
 def test_numbers_in_unusual_types_are_parsed_again_with_their_types_inferred(tmp_path, monkeypatch):
     def no_slow_path(*args, **kwargs):
         raise AssertionError("a block of well-formed objects must not be re-parsed line by line")
