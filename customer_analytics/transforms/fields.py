@@ -101,11 +101,10 @@ def text_column(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         wrong_type = pd.Series(False, index=values.index)
         if pd.api.types.is_float_dtype(values):
             text = values.map(_as_text, na_action="ignore").astype("string")
-        elif isinstance(values.array, pd.arrays.ArrowStringArray):
-            # Parsed NDJSON and Parquet: trimmed in Arrow, and only when some value may need it.
-            return pd.Series(pd.arrays.ArrowStringArray(_trimmed(values.array.__arrow_array__())), index=values.index), wrong_type
         else:
             text = values.astype("string")
+    if isinstance(text.array, pd.arrays.ArrowStringArray):  # pandas' "string" with pyarrow: trimmed in Arrow
+        return pd.Series(pd.arrays.ArrowStringArray(_trimmed(text.array.__arrow_array__())), index=text.index), wrong_type
     text = text.str.strip()
     text = text.mask(text == "")
     return text, wrong_type
