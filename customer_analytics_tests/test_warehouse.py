@@ -6,11 +6,12 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, inspect, select, text
 
 from customer_analytics.config import ConfigError, redact_url
 from customer_analytics.resources.tables import customer_profiles, raw_events
 from customer_analytics.resources.warehouse import Warehouse, WarehouseUnavailable
+from customer_analytics.summaries import PURCHASES_SQL
 
 
 def _events(month: str, ids: list[str], **overrides) -> pd.DataFrame:
@@ -336,3 +337,35 @@ def test_a_swapped_in_month_is_loaded_frozen_and_all_visible(pg_warehouse):
             {"name": pg_warehouse.qualified("raw_events_2025_01")}).one()
     assert pages > 50  # several pages, all of them all-visible
     assert visible == pages
+
+
+@pytest.mark.postgres
+def test_a_months_purchase_scan_reads_its_customer_index_alone(pg_warehouse):
+    """raw_events indexes customers' purchases only, covering what the summaries' purchase scan reads."""
+    types = (["purchase"] + ["page_view"] * 9) * 2_000
+    _replace_month(pg_warehouse, "2025-01", _events("2025-01", [f"e{i:05d}" for i in range(len(types))], event_type=types))
+    purchases = PURCHASES_SQL.format(raw_events=pg_warehouse.qualified("raw_events"))
+    params = {"month": date(2025, 1, 1), "as_of": pd.Timestamp("2025-02-01", tz="UTC")}
+    with pg_warehouse.engine.connect() as connection:
+        connection.execute(text("SET enable_seqscan = off"))  # at 20,000 rows a scan of the table costs less
+        plan = "\n".join(connection.execute(text(f"EXPLAIN {purchases}"), params).scalars())
+        rows = connection.execute(text(purchases), params).all()
+    assert "Index Only Scan" in plan and "on raw_events_2025_01" in plan, plan
+    assert len(rows) == 2_000
+    definition = pg_warehouse.scalar(
+        "SELECT pg_get_indexdef(CAST(:name AS regclass))", {"name": pg_warehouse.qualified("raw_events_purchases_idx")})
+    assert "(customer_id) INCLUDE" in definition and "WHERE" in definition and "'purchase'" in definition, definition
+
+
+def test_a_warehouse_of_an_earlier_version_gets_todays_indexes(warehouse):
+    warehouse.ensure_tables()
+    with warehouse.begin() as connection:
+        connection.execute(text(f"DROP INDEX {warehouse.qualified('raw_events_purchases_idx')}"))
+        connection.execute(text(f"CREATE INDEX raw_events_customer_idx ON {warehouse.qualified('raw_events')} (customer_id)"))
+    warehouse._tables_ready = False
+    warehouse.ensure_tables()
+    with warehouse.engine.connect() as connection:
+        names = {index["name"] for index in inspect(connection).get_indexes("raw_events", schema=warehouse.schema
+                                                                             if warehouse.dialect == "postgresql" else None)}
+    assert "raw_events_purchases_idx" in names
+    assert "raw_events_customer_idx" not in names

@@ -55,7 +55,7 @@ from sqlalchemy.sql.expression import TableClause
 
 from customer_analytics.config import ConfigError, redact_url, validate_identifier
 from customer_analytics.resources.pgbinary import encode_batches
-from customer_analytics.resources.tables import ID, metadata, partition_column
+from customer_analytics.resources.tables import ID, RETIRED_INDEXES, metadata, partition_column
 
 
 class WarehouseUnavailable(RuntimeError):
@@ -264,6 +264,12 @@ class Warehouse:
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("ensure_tables", self.schema)})
                 connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {self.quote(self.schema)}"))
             metadata.create_all(connection)
+            # A warehouse made by an earlier version: its tables exist, so create_all adds no index.
+            for index in RETIRED_INDEXES:
+                connection.execute(text(f"DROP INDEX IF EXISTS {self.qualified(index)}"))
+            for table in metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(connection, checkfirst=True)
         self._tables_ready = True
 
     def read_frame(self, statement, params: dict | None = None) -> pd.DataFrame:
