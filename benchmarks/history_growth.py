@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 
 from benchmarks.events import month_events, write_ndjson_files
-from customer_analytics.asof import AsOf, compute_clv, compute_rfm
+from customer_analytics.asof import AsOf, compute_scores
 from customer_analytics.cohorts import compute_cohort_ltv, compute_ltv_summary
 from customer_analytics.config import add_months
 from customer_analytics.loading import load_events_month
@@ -32,8 +32,7 @@ FIRST = date(2024, 1, 1)
 def as_of_work(warehouse: Warehouse, month: date) -> float:
     as_of = AsOf.for_month(month)
     started = time.perf_counter()
-    compute_rfm(warehouse, as_of)
-    compute_clv(warehouse, as_of)
+    compute_scores(warehouse, as_of)
     compute_segments(warehouse, month)
     compute_cohort_ltv(warehouse, as_of)
     compute_ltv_summary(warehouse, as_of)

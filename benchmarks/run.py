@@ -39,7 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from benchmarks.events import month_events, write_ndjson_files
-from customer_analytics.asof import AsOf, compute_clv, compute_rfm
+from customer_analytics.asof import AsOf, compute_scores
 from customer_analytics.cohorts import compute_cohort_ltv, compute_ltv_summary
 from customer_analytics.config import add_months
 from customer_analytics.loading import load_events_month
@@ -84,8 +84,7 @@ def recompute(warehouse: Warehouse, month: date, steps: dict | None = None) -> N
     as_of = AsOf.for_month(month)
     for name, work in (
         ("summaries", lambda: summarize_month(warehouse, month, as_of=as_of.instant)),
-        ("customer_rfm", lambda: compute_rfm(warehouse, as_of)),
-        ("customer_clv", lambda: compute_clv(warehouse, as_of)),
+        ("customer_value", lambda: compute_scores(warehouse, as_of)),  # RFM and CLV side by side, as the Dagster step
         ("customer_segments", lambda: compute_segments(warehouse, month)),
         ("cohort_ltv", lambda: compute_cohort_ltv(warehouse, as_of)),
         ("ltv_summary", lambda: compute_ltv_summary(warehouse, as_of)),

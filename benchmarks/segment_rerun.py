@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from benchmarks.events import month_events, write_ndjson_files
-from customer_analytics.asof import AsOf, compute_clv, compute_rfm
+from customer_analytics.asof import AsOf, compute_scores
 from customer_analytics.config import add_months
 from customer_analytics.jobs import rerun_run_config, segment_rerun_job
 from customer_analytics.loading import load_events_month
@@ -52,8 +52,7 @@ def build(warehouse: Warehouse, customers: int, months: int) -> date:
             summarize_month(warehouse, month, as_of=AsOf.for_month(month).instant)
             month = add_months(month, 1)
     as_of = AsOf.for_month(last)
-    compute_rfm(warehouse, as_of)
-    compute_clv(warehouse, as_of)
+    compute_scores(warehouse, as_of)
     compute_segments(warehouse, last)
     return last
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from customer_analytics.assets.cohorts import cohort_ltv_asset, ltv_summary_asset
-from customer_analytics.assets.customers import customer_rfm_asset, customer_summaries, customer_value
+from customer_analytics.assets.customers import customer_summaries, customer_value
 from customer_analytics.assets.ingestion import customer_profiles_asset, ingest_events
 from customer_analytics.assets.segments import customer_segment_tables, segment_definitions_asset
 from customer_analytics.assets.views import bi_views
@@ -16,7 +16,7 @@ from customer_analytics.schedules import build_nightly_refresh_schedule
 from customer_analytics.sensors import rerun_sensors
 
 ingestion_assets = [ingest_events, customer_profiles_asset]
-customer_assets = [customer_summaries, customer_rfm_asset, customer_value]
+customer_assets = [customer_summaries, customer_value]
 segment_assets = [customer_segment_tables, segment_definitions_asset]
 cohort_assets = [cohort_ltv_asset, ltv_summary_asset]
 all_assets = [*ingestion_assets, *customer_assets, *segment_assets, *cohort_assets, bi_views]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -12,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from customer_analytics.asof import AsOf, compute_clv, compute_rfm, segment_map
+from customer_analytics import asof
+from customer_analytics.asof import AsOf, compute_clv, compute_rfm, compute_scores, segment_map
 from customer_analytics.asof import customer_history as customer_history_frame
 from customer_analytics.config import add_months
 from customer_analytics.loading import load_events_month
@@ -100,6 +103,71 @@ def test_rerunning_a_month_gives_identical_rows(warehouse, shop):
     pd.testing.assert_frame_equal(snapshots[0][1], snapshots[1][1])
     assert len(snapshots[0][1]) == 2 and snapshots[0][1]["model"].str.startswith("heuristic").all(), "too few customers to fit"
 
+
+
+def test_rfm_and_clv_scored_side_by_side_equal_them_scored_one_by_one(warehouse, shop):
+    build(warehouse, shop, date(2025, 1, 1), date(2025, 3, 1))
+    as_of = AsOf.for_month(date(2025, 2, 1))
+
+    def stored():
+        return [warehouse.read_frame(select(table).order_by("customer_id")).drop(columns=["computed_at", "run_id"])
+                for table in (customer_rfm, customer_clv)]
+
+    result = compute_scores(warehouse, as_of, run_id="together")
+    assert (result.rfm.rows, len(result.clv.scores)) == (2, 2)
+    together = stored()
+    compute_rfm(warehouse, as_of, run_id="apart")
+    compute_clv(warehouse, as_of, run_id="apart")
+    for side_by_side, one_by_one in zip(together, stored()):
+        pd.testing.assert_frame_equal(side_by_side, one_by_one)
+    assert compute_scores(warehouse, as_of, rfm=False).rfm is None
+    assert compute_scores(warehouse, as_of, clv=False).clv is None
+
+
+@pytest.mark.postgres
+def test_on_postgres_rfm_is_scored_while_clv_is(pg_warehouse, monkeypatch):
+    clv_started, rfm_threads = threading.Event(), []
+
+    def rfm(*args, **kwargs):
+        rfm_threads.append(threading.current_thread().name)
+        assert clv_started.wait(timeout=30), "RFM was scored before CLV started, not beside it"
+        return "rfm"
+
+    def clv(*args, **kwargs):
+        clv_started.set()
+        return "clv"
+
+    monkeypatch.setattr(asof, "compute_rfm", rfm)
+    monkeypatch.setattr(asof, "compute_clv", clv)
+    result = compute_scores(pg_warehouse, AsOf.for_month(date(2025, 1, 1)))
+    assert (result.rfm, result.clv) == ("rfm", "clv")
+    assert rfm_threads and rfm_threads[0] != threading.current_thread().name
+
+
+@pytest.mark.postgres
+def test_on_postgres_a_failed_clv_is_raised_once_rfm_has_ended(pg_warehouse, monkeypatch):
+    rfm_ended = []
+
+    def rfm(*args, **kwargs):
+        time.sleep(0.3)
+        rfm_ended.append(True)
+
+    def clv(*args, **kwargs):
+        raise ValueError("the fit failed")
+
+    monkeypatch.setattr(asof, "compute_rfm", rfm)
+    monkeypatch.setattr(asof, "compute_clv", clv)
+    with pytest.raises(ValueError, match="the fit failed"):
+        compute_scores(pg_warehouse, AsOf.for_month(date(2025, 1, 1)))
+    assert rfm_ended == [True], "RFM's statement must not outlive the call"
+
+    def failing_rfm(*args, **kwargs):
+        raise RuntimeError("the RFM insert failed")
+
+    monkeypatch.setattr(asof, "compute_rfm", failing_rfm)
+    monkeypatch.setattr(asof, "compute_clv", lambda *args, **kwargs: "clv")
+    with pytest.raises(RuntimeError, match="the RFM insert failed"):
+        compute_scores(pg_warehouse, AsOf.for_month(date(2025, 1, 1)))
 
 def _cdnow_landing(tmp_path: Path) -> Path:
     rows = []

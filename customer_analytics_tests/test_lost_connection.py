@@ -104,8 +104,8 @@ def test_other_errors_are_not_retried(pg_warehouse, landing, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("not a database problem")
 
-    monkeypatch.setattr("customer_analytics.assets.customers.compute_rfm", broken)
+    monkeypatch.setattr("customer_analytics.asof.compute_rfm", broken)
     result = materialize(pg_warehouse, landing)
     assert not result.success
     assert retries_of(result) == []
-    assert "not a database problem" in result.failure_data_for_node("customer_rfm").error.to_string()
+    assert "not a database problem" in result.failure_data_for_node("customer_value").error.to_string()

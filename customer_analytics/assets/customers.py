@@ -1,11 +1,12 @@
 """Per-customer assets: monthly summaries, then as-of RFM and CLV."""
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import dagster as dg
 from pydantic import Field, model_validator
 
-from customer_analytics.asof import AsOf, compute_clv, compute_rfm
+from customer_analytics.asof import AsOf, ClvResult, RfmResult, compute_scores
 from customer_analytics.assets.metadata import OWNERS, counter_table, markdown_table, table_spec_metadata
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.resources import WarehouseResource
@@ -64,30 +65,6 @@ def customer_summaries(context: dg.AssetExecutionContext, warehouse: WarehouseRe
                                                                        "cohort_activity_rows": counts["cohort_activity_rows"]})
 
 
-@dg.asset(
-    name="customer_rfm", deps=["customer_history"], partitions_def=monthly_partitions, group_name=GROUP, owners=OWNERS,
-    kinds={"sql"}, metadata=table_spec_metadata(customer_rfm),
-    check_specs=[dg.AssetCheckSpec("one_row_per_purchasing_customer", asset="customer_rfm"),
-                 dg.AssetCheckSpec("scores_in_range", asset="customer_rfm")],
-)
-@retry_on_lost_connection
-def customer_rfm_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    """Recency, frequency and monetary value per customer as of the end of the month, scored 1–5 by quintile
-    (5 best; ties share a score) with the named RFM segment from the editable `rfm_segment_map`."""
-    as_of = AsOf.for_month(partition_month(context.partition_key))
-    rfm = compute_rfm(warehouse.get(), as_of, run_id=context.run.run_id)
-    yield dg.MaterializeResult(metadata={
-        "dagster/row_count": rfm.rows, "as_of_date": as_of.day.isoformat(),
-        "segments": counter_table(rfm.segments, "rfm_segment", "customers"),
-        "preview": markdown_table(rfm.preview),
-    })
-    # The primary key (as_of_month, customer_id) makes a second row per customer impossible; this
-    # check catches customers lost on the way from customer_history.
-    yield dg.AssetCheckResult(check_name="one_row_per_purchasing_customer", passed=rfm.rows == rfm.history_customers,
-                              metadata={"rows": rfm.rows, "customers": rfm.history_customers})
-    yield dg.AssetCheckResult(check_name="scores_in_range", passed=rfm.scores_in_range)
-
-
 class ClvConfig(dg.Config):
     """How CLV is scored; the defaults are documented in the README.
 
@@ -120,8 +97,18 @@ class ClvConfig(dg.Config):
                            medium_score=self.medium_score, at_risk_churn=self.at_risk_churn)
 
 
+RFM, CLV, FITS = dg.AssetKey("customer_rfm"), dg.AssetKey("customer_clv"), dg.AssetKey("clv_model_fits")
+CLV_TABLES = frozenset({CLV, FITS})
+
+
 @dg.multi_asset(
+    name="customer_value",
     specs=[
+        dg.AssetSpec("customer_rfm", deps=["customer_history"], group_name=GROUP, owners=OWNERS, kinds={"sql"},
+                     metadata=table_spec_metadata(customer_rfm),
+                     description="Recency, frequency and monetary value per customer as of the end of the month, "
+                                 "scored 1–5 by quintile (5 best; ties share a score) with the named RFM segment "
+                                 "from the editable `rfm_segment_map`."),
         dg.AssetSpec("customer_clv", deps=["customer_history"], group_name=GROUP, owners=OWNERS,
                      kinds={"numpy", "scipy", "sql"}, metadata=table_spec_metadata(customer_clv),
                      description="Customer lifetime value as of the end of the month: BG/NBD purchases and "
@@ -132,10 +119,14 @@ class ClvConfig(dg.Config):
         dg.AssetSpec("clv_model_fits", deps=["customer_history"], group_name=GROUP, owners=OWNERS,
                      kinds={"scipy", "sql"}, metadata=table_spec_metadata(clv_model_fits),
                      description="The fitted BG/NBD (r, alpha in days, a, b) and Gamma-Gamma (p, q, gamma) "
-                                 "parameters per month, with log-likelihoods and convergence."),
+                                 "parameters per month, with log-likelihoods and convergence. Written with "
+                                 "customer_clv, always together."),
     ],
     partitions_def=monthly_partitions,
+    can_subset=True,
     check_specs=[
+        dg.AssetCheckSpec("one_row_per_purchasing_customer", asset="customer_rfm"),
+        dg.AssetCheckSpec("scores_in_range", asset="customer_rfm"),
         dg.AssetCheckSpec("fit_converged", asset="customer_clv", description="Warns when the heuristic fallback was used."),
         dg.AssetCheckSpec("probabilities_in_unit_interval", asset="customer_clv"),
         dg.AssetCheckSpec("no_missing_values", asset="customer_clv"),
@@ -143,10 +134,47 @@ class ClvConfig(dg.Config):
 )
 @retry_on_lost_connection
 def customer_value(context: dg.AssetExecutionContext, config: ClvConfig, warehouse: WarehouseResource):
-    """Fit the CLV models for one month and score every customer."""
+    """Score the month's customers: RFM, and CLV with its model fits, side by side (see `compute_scores`).
+
+    Either can be materialized alone. customer_clv and clv_model_fits are written together:
+    selecting one of them writes both, and the other's materialization is logged too.
+    """
     as_of = AsOf.for_month(partition_month(context.partition_key))
-    result = compute_clv(warehouse.get(), as_of, config.settings(), run_id=context.run.run_id,
-                         computed_at=datetime.now(timezone.utc))
+    selected = context.selected_asset_keys
+    result = compute_scores(warehouse.get(), as_of, config.settings(), rfm=RFM in selected,
+                            clv=bool(selected & CLV_TABLES), run_id=context.run.run_id,
+                            computed_at=datetime.now(timezone.utc))
+    events = [*(_rfm_events(as_of, result.rfm) if result.rfm else ()),
+              *(_clv_events(context, result.clv) if result.clv else ())]
+    checks = context.selected_asset_check_keys
+    for event in events:
+        if isinstance(event, dg.AssetCheckResult):
+            if dg.AssetCheckKey(event.asset_key, event.check_name) in checks:
+                yield event
+        elif event.asset_key in selected:
+            yield event
+        else:  # the CLV table written beside the selected one
+            context.log_event(dg.AssetMaterialization(asset_key=event.asset_key, partition=context.partition_key,
+                                                      metadata=event.metadata))
+
+
+def _rfm_events(as_of: AsOf, rfm: RfmResult) -> list:
+    return [
+        dg.MaterializeResult(asset_key=RFM, metadata={
+            "dagster/row_count": rfm.rows, "as_of_date": as_of.day.isoformat(),
+            "segments": counter_table(rfm.segments, "rfm_segment", "customers"),
+            "preview": markdown_table(rfm.preview),
+        }),
+        # The primary key (as_of_month, customer_id) makes a second row per customer impossible; this
+        # check catches customers lost on the way from customer_history.
+        dg.AssetCheckResult(asset_key=RFM, check_name="one_row_per_purchasing_customer",
+                            passed=rfm.rows == rfm.history_customers,
+                            metadata={"rows": rfm.rows, "customers": rfm.history_customers}),
+        dg.AssetCheckResult(asset_key=RFM, check_name="scores_in_range", passed=rfm.scores_in_range),
+    ]
+
+
+def _clv_events(context: dg.AssetExecutionContext, result: ClvResult) -> Iterator:
     scores, fits = result.scores, result.fits
     params = {}
     for fit in (fits.bgnbd, fits.gamma_gamma):
@@ -155,18 +183,18 @@ def customer_value(context: dg.AssetExecutionContext, config: ClvConfig, warehou
     reason = {"fallback_reason": fits.fallback_reason} if fits.fallback_reason else {}
     context.log.info(f"{context.partition_key}: {len(scores):,} customers scored with {fits.model} {params}"
                      + (f" ({fits.fallback_reason})" if reason else ""))
-    yield dg.MaterializeResult(asset_key="customer_clv", metadata={
+    yield dg.MaterializeResult(asset_key=CLV, metadata={
         "dagster/row_count": len(scores), "model": fits.model, **params,
         "segments": counter_table(scores["segment"].value_counts().to_dict(), "segment", "customers"),
         "preview": markdown_table(scores.sort_values("predicted_revenue_24m", ascending=False)[
             ["customer_id", "clv_score", "predicted_revenue_24m", "p_alive", "segment"]]),
     })
-    yield dg.MaterializeResult(asset_key="clv_model_fits", metadata={"model": fits.model, "converged": fits.converged,
+    yield dg.MaterializeResult(asset_key=FITS, metadata={"model": fits.model, "converged": fits.converged,
                                                                      **params, **reason})
-    yield dg.AssetCheckResult(asset_key="customer_clv", check_name="fit_converged", passed=fits.converged,
+    yield dg.AssetCheckResult(asset_key=CLV, check_name="fit_converged", passed=fits.converged,
                               severity=dg.AssetCheckSeverity.WARN, metadata={"model": fits.model, **reason})
     probabilities = scores[["p_alive", "churn_probability"]]
-    yield dg.AssetCheckResult(asset_key="customer_clv", check_name="probabilities_in_unit_interval",
+    yield dg.AssetCheckResult(asset_key=CLV, check_name="probabilities_in_unit_interval",
                               passed=bool(((probabilities >= 0) & (probabilities <= 1)).all().all()))
-    yield dg.AssetCheckResult(asset_key="customer_clv", check_name="no_missing_values",
+    yield dg.AssetCheckResult(asset_key=CLV, check_name="no_missing_values",
                               passed=not bool(scores.drop(columns=["run_id"]).isna().any().any()))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dagster as dg
+from sqlalchemy import func, select
 
 from customer_analytics.definitions import all_assets, customer_analytics_job, defs
 from customer_analytics.resources import LandingZone, WarehouseResource
+from customer_analytics.resources.tables import clv_model_fits, customer_clv, customer_rfm
 from customer_analytics_tests.landing_builder import event, write_ndjson
 
 
@@ -34,4 +36,37 @@ def test_a_month_materializes_end_to_end_with_checks(warehouse, tmp_path):
 
 def test_the_main_job_runs_everything_for_a_month():
     job = defs.resolve_job_def(customer_analytics_job.name)
-    assert {"ingest_events", "customer_summaries", "customer_rfm", "customer_value", "customer_profiles"} <= {n.name for n in job.nodes_in_topological_order}
+    assert {"ingest_events", "customer_summaries", "customer_value", "customer_profiles"} <= {n.name for n in job.nodes_in_topological_order}
+
+
+def test_rfm_and_clv_materialize_apart_and_the_clv_tables_together(warehouse, tmp_path):
+    landing = tmp_path / "landing"
+    write_ndjson(landing / "events" / "a.ndjson", [
+        event(f"e{i}", f"c{i % 5}", f"2025-01-{1 + i % 28:02d} 10:00:00", price=2.0 + i) for i in range(20)
+    ])
+    resources = {"warehouse": WarehouseResource(db_url=warehouse.url, db_schema=warehouse.schema),
+                 "landing": LandingZone(landing_dir=str(landing))}
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(*selection):
+        result = dg.materialize(all_assets, partition_key="2025-01", resources=resources, instance=instance,
+                                selection=list(selection))
+        assert result.success
+        return result
+
+    def rows(table):
+        return warehouse.scalar(select(func.count()).select_from(table))
+
+    run("raw_events", "rejected_events", "customer_month_summary", "customer_week_summary", "customer_history")
+    rfm_only = run("customer_rfm")
+    assert {e.asset_key.to_user_string() for e in rfm_only.get_asset_materialization_events()} == {"customer_rfm"}
+    assert {c.asset_key.to_user_string() for c in rfm_only.get_asset_check_evaluations()} == {"customer_rfm"}
+    assert (rows(customer_rfm), rows(customer_clv), rows(clv_model_fits)) == (5, 0, 0)
+    # The fits alone: customer_clv is written with them, and its materialization is recorded too.
+    fits_only = run("clv_model_fits")
+    materialized = [e.asset_key.to_user_string() for e in fits_only.get_asset_materialization_events()]
+    assert sorted(materialized) == ["clv_model_fits", "customer_clv"]
+    assert not fits_only.get_asset_check_evaluations(), "customer_clv's checks were not selected"
+    assert (rows(customer_clv), rows(clv_model_fits)) == (5, 1)
+    recorded = instance.get_latest_materialization_event(dg.AssetKey("customer_clv")).asset_materialization
+    assert recorded.partition == "2025-01" and recorded.metadata["dagster/row_count"].value == 5
