@@ -190,7 +190,7 @@ def _clv_events(context: dg.AssetExecutionContext, result: ClvResult) -> Iterato
             ["customer_id", "clv_score", "predicted_revenue_24m", "p_alive", "segment"]]),
     })
     yield dg.MaterializeResult(asset_key=FITS, metadata={"model": fits.model, "converged": fits.converged,
-                                                                     **params, **reason})
+                                                         **params, **reason})
     yield dg.AssetCheckResult(asset_key=CLV, check_name="fit_converged", passed=fits.converged,
                               severity=dg.AssetCheckSeverity.WARN, metadata={"model": fits.model, **reason})
     probabilities = scores[["p_alive", "churn_probability"]]
