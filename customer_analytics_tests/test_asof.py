@@ -104,7 +104,6 @@ def test_rerunning_a_month_gives_identical_rows(warehouse, shop):
     assert len(snapshots[0][1]) == 2 and snapshots[0][1]["model"].str.startswith("heuristic").all(), "too few customers to fit"
 
 
-
 def test_rfm_and_clv_scored_side_by_side_equal_them_scored_one_by_one(warehouse, shop):
     build(warehouse, shop, date(2025, 1, 1), date(2025, 3, 1))
     as_of = AsOf.for_month(date(2025, 2, 1))
@@ -168,6 +167,7 @@ def test_on_postgres_a_failed_clv_is_raised_once_rfm_has_ended(pg_warehouse, mon
     monkeypatch.setattr(asof, "compute_clv", lambda *args, **kwargs: "clv")
     with pytest.raises(RuntimeError, match="the RFM insert failed"):
         compute_scores(pg_warehouse, AsOf.for_month(date(2025, 1, 1)))
+
 
 def _cdnow_landing(tmp_path: Path) -> Path:
     rows = []
