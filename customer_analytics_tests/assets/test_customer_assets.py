@@ -11,13 +11,19 @@ from customer_analytics.resources.tables import clv_model_fits, customer_clv, cu
 from customer_analytics_tests.landing_builder import event, write_ndjson
 
 
-def test_a_month_materializes_end_to_end_with_checks(warehouse, tmp_path):
+def january_purchases(warehouse, tmp_path, *, events: int, customers: int, first_price: float) -> dict:
+    """Resources reading a landing zone of `events` January purchases by `customers` customers."""
     landing = tmp_path / "landing"
     write_ndjson(landing / "events" / "a.ndjson", [
-        event(f"e{i}", f"c{i % 7}", f"2025-01-{1 + i % 28:02d} 10:00:00", price=5.0 + i) for i in range(60)
+        event(f"e{i}", f"c{i % customers}", f"2025-01-{1 + i % 28:02d} 10:00:00", price=first_price + i)
+        for i in range(events)
     ])
-    resources = {"warehouse": WarehouseResource(db_url=warehouse.url, db_schema=warehouse.schema),
-                 "landing": LandingZone(landing_dir=str(landing))}
+    return {"warehouse": WarehouseResource(db_url=warehouse.url, db_schema=warehouse.schema),
+            "landing": LandingZone(landing_dir=str(landing))}
+
+
+def test_a_month_materializes_end_to_end_with_checks(warehouse, tmp_path):
+    resources = january_purchases(warehouse, tmp_path, events=60, customers=7, first_price=5.0)
     result = dg.materialize(all_assets, partition_key="2025-01", resources=resources, instance=dg.DagsterInstance.ephemeral(),
                             selection=["raw_events", "rejected_events", "customer_month_summary", "customer_week_summary", "customer_history",
                                        "customer_rfm", "customer_clv", "clv_model_fits"])
@@ -40,12 +46,7 @@ def test_the_main_job_runs_everything_for_a_month():
 
 
 def test_rfm_and_clv_materialize_apart_and_the_clv_tables_together(warehouse, tmp_path):
-    landing = tmp_path / "landing"
-    write_ndjson(landing / "events" / "a.ndjson", [
-        event(f"e{i}", f"c{i % 5}", f"2025-01-{1 + i % 28:02d} 10:00:00", price=2.0 + i) for i in range(20)
-    ])
-    resources = {"warehouse": WarehouseResource(db_url=warehouse.url, db_schema=warehouse.schema),
-                 "landing": LandingZone(landing_dir=str(landing))}
+    resources = january_purchases(warehouse, tmp_path, events=20, customers=5, first_price=2.0)
     instance = dg.DagsterInstance.ephemeral()
 
     def run(*selection):
