@@ -21,6 +21,7 @@ DEFAULT_LANDING_DIR = "data/landing"
 DEFAULT_START_MONTH = "2025-01"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_LATE_DAYS = 3
+DEFAULT_RERUN_POLL_SECONDS = 30
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -97,6 +98,16 @@ def parse_late_days(text: str, *, what: str = "CUSTOMER_ANALYTICS_LATE_DAYS") ->
     return days
 
 
+def parse_poll_seconds(text: str, *, what: str = "CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS") -> int:
+    try:
+        seconds = int(str(text).strip())
+    except ValueError:
+        seconds = 0
+    if not 1 <= seconds <= 3600:
+        raise ConfigError(f"{what} {text!r} is not valid: use a whole number of seconds from 1 to 3600")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     db_url: str
@@ -105,6 +116,7 @@ class Settings:
     start_month: date
     timezone: str = DEFAULT_TIMEZONE
     late_days: int = DEFAULT_LATE_DAYS
+    rerun_poll_seconds: int = DEFAULT_RERUN_POLL_SECONDS
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -122,4 +134,6 @@ class Settings:
             ),
             timezone=parse_timezone(env.get("CUSTOMER_ANALYTICS_TIMEZONE") or DEFAULT_TIMEZONE),
             late_days=parse_late_days(env.get("CUSTOMER_ANALYTICS_LATE_DAYS") or str(DEFAULT_LATE_DAYS)),
+            rerun_poll_seconds=parse_poll_seconds(
+                env.get("CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS") or str(DEFAULT_RERUN_POLL_SECONDS)),
         )

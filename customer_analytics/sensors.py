@@ -22,7 +22,7 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import func, select, update
 
-from customer_analytics.config import ConfigError, month_key
+from customer_analytics.config import ConfigError, Settings, month_key
 from customer_analytics.jobs import REQUEST_TAG, SEGMENT_TAG, rerun_run_config, segment_rerun_job
 from customer_analytics.reruns import validate_request
 from customer_analytics.resources import WarehouseResource
@@ -30,6 +30,9 @@ from customer_analytics.resources.tables import rerun_requests
 from customer_analytics.resources.warehouse import Warehouse
 
 RELAUNCH_AFTER = timedelta(minutes=5)
+# How often the three sensors look for requests and finished runs (CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS):
+# a request waits up to this long for its run, and its run's end up to this long to be recorded.
+POLL_SECONDS = Settings.from_env().rerun_poll_seconds
 OPEN_STATUSES = ("pending", "launched")
 FAILED_RUN_STATUSES = {dg.DagsterRunStatus.FAILURE: "failed", dg.DagsterRunStatus.CANCELED: "failed"}
 
@@ -84,9 +87,9 @@ def _load_cursor(text: str | None) -> dict:
 
 @dg.sensor(
     job=segment_rerun_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=POLL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Every 30 s: one segment_rerun_job run per pending rerun_requests row (run key rerun-request-<id>); "
+    description=f"Every {POLL_SECONDS} s: one segment_rerun_job run per pending rerun_requests row (run key rerun-request-<id>); "
                 "invalid requests are marked rejected with the reason.",
 )
 def segment_rerun_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
@@ -144,6 +147,7 @@ def _request_id(run: dg.DagsterRun) -> int | None:
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[segment_rerun_job],
+    minimum_interval_seconds=POLL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Marks a rerun request succeeded when its segment_rerun_job run succeeds.",
 )
@@ -155,6 +159,7 @@ def segment_rerun_succeeded(context: dg.RunStatusSensorContext, warehouse: Wareh
 
 @dg.run_failure_sensor(
     monitored_jobs=[segment_rerun_job],
+    minimum_interval_seconds=POLL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Marks a rerun request failed, with the run's error, when its segment_rerun_job run fails.",
 )

@@ -104,7 +104,8 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("CUSTOMER_ANALYTICS_LANDING_DIR", str(tmp_path / "landing"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     for name in ("CUSTOMER_ANALYTICS_DB_SCHEMA", "CUSTOMER_ANALYTICS_START_MONTH", "CUSTOMER_ANALYTICS_TIMEZONE",
-                 "CUSTOMER_ANALYTICS_LATE_DAYS", "CUSTOMER_ANALYTICS_BI_PASSWORD"):
+                 "CUSTOMER_ANALYTICS_LATE_DAYS", "CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS",
+                 "CUSTOMER_ANALYTICS_BI_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     assert run_cli(["init-instance"]) == 0
     return tmp_path
@@ -153,6 +154,7 @@ BAD_ARGUMENTS = [
     (["materialize"], {"CUSTOMER_ANALYTICS_START_MONTH": "abc"}, "CUSTOMER_ANALYTICS_START_MONTH 'abc' is not a month"),
     (["materialize"], {"CUSTOMER_ANALYTICS_TIMEZONE": "Mars/Olympus"}, "use an IANA name such as UTC"),
     (["materialize"], {"CUSTOMER_ANALYTICS_LATE_DAYS": "-1"}, "use a whole number of days from 0 to 28"),
+    (["materialize"], {"CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS": "0"}, "use a whole number of seconds from 1 to 3600"),
     (["materialize"], {"CUSTOMER_ANALYTICS_LANDING_DIR": "{root}/no_such_landing"},
      "no_such_landing (CUSTOMER_ANALYTICS_LANDING_DIR) does not exist"),
     (["materialize"], {"DAGSTER_HOME": FILE}, "DAGSTER_HOME {root}/a_file.txt is a file"),

@@ -23,7 +23,7 @@ from customer_analytics.jobs import REQUEST_TAG
 from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.views import VIEW_NAMES
 from customer_analytics_tests.conftest import _postgres_or_skip, reachable_or_skip
-from customer_analytics_tests.dagster_services import DagsterServices
+from customer_analytics_tests.dagster_services import LOCATION_NAME, REPOSITORY_NAME, DagsterServices
 
 pytestmark = [
     pytest.mark.postgres,
@@ -34,9 +34,21 @@ pytestmark = [
 MONTH = "2025-02"
 MONTH_START = date(2025, 2, 1)
 JOB = "customer_analytics_job"
+# The rerun sensors poll every POLL_SECONDS here (CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS) instead of the default 30 s,
+# so that waiting for "one more tick" costs seconds; what a tick does is the same at any interval.
+POLL_SECONDS = 5
 # Tables with one as-of month per partition: each must have rows for MONTH, and only for MONTH.
 AS_OF_TABLES = ["customer_rfm", "customer_clv", "clv_model_fits", "customer_segments", "segment_metrics",
                 "segment_migration", "cohort_ltv", "ltv_summary"]
+
+SENSOR_QUERY = """
+query Sensor($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { minIntervalSeconds description }
+  }
+}
+"""
 
 ASSET_MATERIALIZATIONS_QUERY = """
 query Materializations($path: [String!]!, $partitions: [String!]) {
@@ -68,7 +80,8 @@ def services(tmp_path_factory, timings):
     _pg_reachable_or_skip(url)
     started = time.perf_counter()
     with DagsterServices(pg_url=url, workdir=tmp_path_factory.mktemp("dagster_services"),
-                         sample={"customers": 300, "months": 3, "start": "2025-01", "seed": 5}) as running:
+                         sample={"customers": 300, "months": 3, "start": "2025-01", "seed": 5},
+                         extra_env={"CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS": str(POLL_SECONDS)}) as running:
         timings["startup_s"] = time.perf_counter() - started
         print(f"\n[dagster-services] webserver on {running.base_url}, Dagster schema {running.dagster_schema}, "
               f"warehouse schema {running.warehouse_schema}; up in {timings['startup_s']:.1f} s")
@@ -136,6 +149,16 @@ def test_month_run_through_webserver_and_daemon_fills_the_warehouse(services, mo
     print(f"[dagster-services] timings: {', '.join(f'{k} {v:.1f} s' for k, v in timings.items())}")
 
 
+def test_the_rerun_sensors_poll_at_the_interval_the_environment_sets(services):
+    for name in ("segment_rerun_sensor", "segment_rerun_succeeded", "segment_rerun_failed"):
+        selector = {"repositoryLocationName": LOCATION_NAME, "repositoryName": REPOSITORY_NAME, "sensorName": name}
+        sensor = services.graphql(SENSOR_QUERY, {"selector": selector})["sensorOrError"]
+        assert sensor["__typename"] == "Sensor", sensor
+        assert sensor["minIntervalSeconds"] == POLL_SECONDS, (name, sensor)
+    assert services.graphql(SENSOR_QUERY, {"selector": {**selector, "sensorName": "segment_rerun_sensor"}})[
+        "sensorOrError"]["description"].startswith(f"Every {POLL_SECONDS} s:")
+
+
 def _month_rows(warehouse, table: str) -> dict[str, str]:
     """customer_id → run_id of the month's rows."""
     frame = warehouse.read_frame(text(f"SELECT customer_id, run_id FROM {warehouse.qualified(table)} WHERE as_of_month = :m"),
@@ -172,7 +195,7 @@ def test_a_rerun_request_launches_exactly_one_sensor_run_that_changes_exactly_it
                 break
             time.sleep(1)
         assert request["status"].tolist() == ["succeeded"] and request["run_id"].tolist() == [run["runId"]], request
-        time.sleep(32)  # at least one more sensor tick
+        time.sleep(POLL_SECONDS + 2)  # at least one more sensor tick
         assert [r["runId"] for r in services.runs("segment_rerun_job")] == [run["runId"]]
 
         # Exactly the segment's rows were rewritten, by that run; every other row is the month run's.
@@ -235,7 +258,7 @@ def test_a_daemon_killed_as_the_sensor_launches_forgets_no_request_and_runs_none
             services.check_alive()
             time.sleep(1)
         timings["daemon_kill_to_all_requests_done_s"] = time.perf_counter() - started
-        time.sleep(32)  # at least one more sensor tick after the last request ended
+        time.sleep(POLL_SECONDS + 2)  # at least one more sensor tick after the last request ended
 
         runs = request_runs()
         by_request = {key: [r for r in runs if r["tags"][REQUEST_TAG] == key] for key in ids}

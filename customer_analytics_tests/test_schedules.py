@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from customer_analytics.config import ConfigError, Settings, parse_late_days, parse_timezone
+from customer_analytics.config import ConfigError, Settings, parse_late_days, parse_poll_seconds, parse_timezone
 from customer_analytics.definitions import customer_analytics_job, defs
 from customer_analytics.schedules import build_nightly_refresh_schedule
 
@@ -77,3 +77,14 @@ def test_bad_timezones_are_refused_with_an_example(bad):
 def test_bad_late_days_are_refused(bad):
     with pytest.raises(ConfigError, match="from 0 to 28"):
         parse_late_days(bad)
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "3601", "ten", "2.5"])
+def test_bad_rerun_poll_intervals_are_refused(bad):
+    with pytest.raises(ConfigError, match="from 1 to 3600"):
+        parse_poll_seconds(bad)
+
+
+def test_the_rerun_poll_interval_defaults_to_30_seconds_and_is_read_from_the_environment():
+    assert Settings.from_env({}).rerun_poll_seconds == 30
+    assert Settings.from_env({"CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS": " 5 "}).rerun_poll_seconds == 5
