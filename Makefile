@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 CUSTOMER_ANALYTICS_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 export CUSTOMER_ANALYTICS_TEST_PG_URL
 SAMPLE_CUSTOMERS ?= 2000
+# Test processes (pytest-xdist). Each test module runs whole in one of them (--dist loadfile), so a
+# module's shared fixtures are built once; every test has its own schemas, folders and ports.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test dev clean
 
@@ -23,7 +26,7 @@ demo: setup
 	$(BIN)/customer-analytics materialize
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 dev: setup
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} $(BIN)/customer-analytics init-instance
