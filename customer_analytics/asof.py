@@ -183,10 +183,11 @@ def compute_rfm(warehouse: Warehouse, as_of: AsOf, *, run_id: str = "", computed
         replacement.replace_partition(customer_rfm, as_of.month)
         rows = replacement.append_select(customer_rfm, RFM_COLUMNS, sql, params)
         staged = replacement.staged(customer_rfm)
-        segments = replacement.query(f"SELECT rfm_segment, COUNT(*) AS customers FROM {staged} GROUP BY rfm_segment", {})
-        out_of_range = replacement.query(
-            f"SELECT COUNT(*) AS n FROM {staged} WHERE r_score NOT BETWEEN 1 AND 5 OR f_score NOT BETWEEN 1 AND 5 "
-            "OR m_score NOT BETWEEN 1 AND 5", {})
+        # One scan of the staged rows for both the segment counts and the range check.
+        segments = replacement.query(
+            f"SELECT rfm_segment, COUNT(*) AS customers, SUM(CASE WHEN r_score NOT BETWEEN 1 AND 5 "
+            f"OR f_score NOT BETWEEN 1 AND 5 OR m_score NOT BETWEEN 1 AND 5 THEN 1 ELSE 0 END) AS out_of_range "
+            f"FROM {staged} GROUP BY rfm_segment", {})
         preview = replacement.query(
             f"SELECT customer_id, recency_days, frequency, monetary, rfm_score, rfm_segment FROM {staged} "
             "ORDER BY monetary DESC, customer_id LIMIT 10", {})
@@ -194,7 +195,7 @@ def compute_rfm(warehouse: Warehouse, as_of: AsOf, *, run_id: str = "", computed
                                       {"month": as_of.month})
     return RfmResult(rows=rows, history_customers=int(customers["n"].iloc[0]),
                      segments={str(k): int(v) for k, v in zip(segments["rfm_segment"], segments["customers"])},
-                     scores_in_range=int(out_of_range["n"].iloc[0]) == 0, preview=preview)
+                     scores_in_range=int(segments["out_of_range"].sum()) == 0, preview=preview)
 
 
 @dataclass
