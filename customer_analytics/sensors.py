@@ -89,8 +89,8 @@ def _load_cursor(text: str | None) -> dict:
     job=segment_rerun_job,
     minimum_interval_seconds=POLL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description=f"Every {POLL_SECONDS} s: one segment_rerun_job run per pending rerun_requests row (run key rerun-request-<id>); "
-                "invalid requests are marked rejected with the reason.",
+    description=f"Every {POLL_SECONDS} s: one segment_rerun_job run per pending rerun_requests row "
+                "(run key rerun-request-<id>); invalid requests are marked rejected with the reason.",
 )
 def segment_rerun_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     wh = warehouse.get()

@@ -109,14 +109,15 @@ def _tool(name: str) -> str:
     return found
 
 
-def _instance_yaml(storage: str) -> str:
-    # Same run limits as the repository's dagster.yaml; the queue is polled every second.
+def _instance_yaml(storage: str, max_concurrent_runs: int = 4) -> str:
+    # Same run limits as the repository's dagster.yaml (0 runs: the queue holds every run); the queue is
+    # polled every second.
     return f"""\
 # Written by customer_analytics_tests/dagster_services.py for one test session.
 {storage}
 concurrency:
   runs:
-    max_concurrent_runs: 4
+    max_concurrent_runs: {max_concurrent_runs}
     tag_concurrency_limits:
       - key: dagster/partition
         value:
@@ -193,6 +194,7 @@ class DagsterServices:
         self._logs: dict[str, Path] = {}
         self._log_files: list[Any] = []
         self._schemas_created: list[str] = []
+        self._storage_yaml = ""
         self.env: dict[str, str] = {}
         self._client = None
 
@@ -224,6 +226,7 @@ class DagsterServices:
             storage, storage_env = _pg_storage_yaml(self.pg_url, self.dagster_schema)
         else:
             storage = "# storage: Dagster's SQLite defaults inside DAGSTER_HOME"
+        self._storage_yaml = storage
         (self.dagster_home / "dagster.yaml").write_text(_instance_yaml(storage))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "CUSTOMER_ANALYTICS_"))}
         env.update(storage_env)
@@ -273,6 +276,10 @@ class DagsterServices:
         proc.wait(timeout=30)
         # The group keeps its id while members live: stop() must still reach them.
         self._orphans.append(proc)
+
+    def set_max_concurrent_runs(self, runs: int) -> None:
+        """Rewrite the instance's run limit (0: queued runs stay queued); a daemon started afterwards obeys it."""
+        (self.dagster_home / "dagster.yaml").write_text(_instance_yaml(self._storage_yaml, runs))
 
     def restart(self, name: str) -> None:
         """Start a service again with the arguments it first had (e.g. the daemon after `kill`)."""
