@@ -139,23 +139,38 @@ FROM totals t JOIN summaries s ON s.customer_id = t.customer_id AND s.summary_mo
 
 # What this month's purchases add to the revenue of each customer's first 30 / 90 days, for the
 # customers whose 90 days were still open at the month's start (a first purchase in the previous
-# history no older than that, or a first purchase this month). The windows end at exact instants, so
-# this reads purchase events: this month's, from `PURCHASES_SQL`'s table, which has no index, so they
-# are hashed (through raw_events' customer index the planner looked them up a customer at a time:
-# 2.7 s at 2M events). Computed before the history's rows are written instead of updating them
-# afterwards: at 2M events that UPDATE rewrote 85k of 196k fresh rows (0.99 s, then statistics
-# gathered again) where this query takes 0.3 s and the history insert barely more.
+# history no older than that, or a first purchase this month). Computed before the history's rows
+# are written instead of updating them afterwards: at 2M events that UPDATE rewrote 85k of 196k
+# fresh rows (0.99 s, then statistics gathered again).
+# The windows end at exact instants, but every purchase of the month lies between the customer's
+# first and last purchase of the month (its summary): a window that ends at or before the first
+# adds nothing, one that ends after the last adds the month's revenue. Only the customers a window
+# ends among their purchases are looked up in the month's purchases (`PURCHASES_SQL`'s table,
+# hashed: it has no index). Every purchase of the month is at or after the window's start, which
+# is the first purchase ever. At 10M events, month 2, joining every purchase took 1.4 s.
 WINDOW_ADDS_SQL = """
-SELECT m.customer_id,
-       SUM(CASE WHEN r.event_timestamp < {end_30} THEN r.revenue ELSE 0 END) AS add_30,
-       SUM(r.revenue) AS add_90
-FROM {month_summary} m
-LEFT JOIN (SELECT customer_id, first_purchase_at FROM {history} WHERE as_of_month = :previous) p
-  ON p.customer_id = m.customer_id
-JOIN {purchases} r
-  ON r.customer_id = m.customer_id AND r.event_timestamp >= {first} AND r.event_timestamp < {end_90}
-WHERE {first} >= :window_floor
-GROUP BY m.customer_id
+WITH windows AS (
+    SELECT m.customer_id, m.first_purchase_at AS month_first, m.last_purchase_at AS month_last, m.revenue,
+           {end_30} AS end_30, {end_90} AS end_90
+    FROM {month_summary} m
+    LEFT JOIN (SELECT customer_id, first_purchase_at FROM {history} WHERE as_of_month = :previous) p
+      ON p.customer_id = m.customer_id
+    WHERE {first} >= :window_floor
+), decided AS (
+    SELECT w.*, (end_30 <= month_first OR end_30 > month_last) AND (end_90 <= month_first OR end_90 > month_last)
+                AS outside
+    FROM windows w
+)
+SELECT customer_id, CASE WHEN end_30 <= month_first THEN 0 ELSE revenue END AS add_30,
+       CASE WHEN end_90 <= month_first THEN 0 ELSE revenue END AS add_90
+FROM decided
+WHERE outside
+UNION ALL
+SELECT d.customer_id, SUM(CASE WHEN r.event_timestamp < d.end_30 THEN r.revenue ELSE 0 END),
+       SUM(CASE WHEN r.event_timestamp < d.end_90 THEN r.revenue ELSE 0 END)
+FROM decided d JOIN {purchases} r ON r.customer_id = d.customer_id
+WHERE NOT d.outside
+GROUP BY d.customer_id
 """
 
 # A history rebuilt in full: the revenue of each customer's first 30 / 90 days, from the events of
