@@ -288,24 +288,14 @@ def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month:
               "computed_at": computed_at}
     columns = [c.name for c in cohort_activity.columns]
     replacement.replace_partition(cohort_activity, month)
-    rows = 0
-    for sql in (
-        MONTH_ACTIVITY_SQL.format(month_summary=replacement.staged(customer_month_summary), history=history),
-        WEEK_ACTIVITY_SQL.format(
-            week_summary=replacement.staged(customer_week_summary), history=history,
-            published_weeks=warehouse.partition_of(customer_week_summary.name, add_months(month, -1)),
-            first_week=warehouse.week_start("h.first_purchase_date")),
-    ):
-        if not replacement.postgres:
-            rows += replacement.append_select(cohort_activity, columns, sql, params)
-            continue
-        # A few hundred rows from joins of a million: read by a query, which PostgreSQL runs on parallel
-        # workers (never an INSERT … SELECT), then staged. At 10M events the week's took 1.1-1.2 s as an
-        # INSERT and 0.56 s as a query.
-        activity = replacement.query(sql, params)
-        activity.columns = columns
-        replacement.append(cohort_activity, activity)
-        rows += len(activity)
+    # A few hundred rows from joins of a million: at 10M events the week's took 1.1-1.2 s as an
+    # INSERT … SELECT and 0.56 s as a query on parallel workers (`few_rows`).
+    rows = replacement.append_select(cohort_activity, columns, MONTH_ACTIVITY_SQL.format(
+        month_summary=replacement.staged(customer_month_summary), history=history), params, few_rows=True)
+    rows += replacement.append_select(cohort_activity, columns, WEEK_ACTIVITY_SQL.format(
+        week_summary=replacement.staged(customer_week_summary), history=history,
+        published_weeks=warehouse.partition_of(customer_week_summary.name, add_months(month, -1)),
+        first_week=warehouse.week_start("h.first_purchase_date")), params, few_rows=True)
     replacement.delete_where(cohort_activity_builds, cohort_activity_builds.c.summary_month == month)
     replacement.append(cohort_activity_builds, pd.DataFrame([{"summary_month": pd.Timestamp(month),
                                                               "built_at": pd.Timestamp(built_at)}]))

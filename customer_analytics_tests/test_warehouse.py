@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event, func, inspect, select, text
 
 from customer_analytics.config import ConfigError, redact_url
-from customer_analytics.resources.tables import customer_profiles, raw_events
+from customer_analytics.resources.tables import cohort_activity, customer_profiles, raw_events
 from customer_analytics.resources.warehouse import Warehouse, WarehouseUnavailable
 from customer_analytics.summaries import PURCHASES_SQL
 
@@ -65,6 +65,28 @@ def test_a_crash_part_way_leaves_the_previous_contents(warehouse):
     # The staging tables are gone too: a second replacement works normally.
     _replace_month(warehouse, "2025-01", _events("2025-01", ["p"]))
     assert _counts(warehouse) == {"2025-01-01": 1}
+
+
+@pytest.mark.parametrize("few_rows", [False, True])
+def test_a_query_summing_many_rows_is_staged_alike_as_a_query_or_an_insert(warehouse, few_rows):
+    _replace_month(warehouse, "2025-01", _events("2025-01", ["a", "b", "c"], customer_id=["c1", "c2", "c1"]))
+    month = date(2025, 1, 1)
+    sql = ("SELECT event_month, 'month', event_month, event_month, COUNT(DISTINCT customer_id), SUM(revenue), :at "
+           f"FROM {warehouse.qualified('raw_events')} WHERE event_month = :month GROUP BY event_month")
+    params = {"month": month, "at": pd.Timestamp("2026-01-01", tz="UTC")}
+    statements = _executed_statements(warehouse)
+    with warehouse.replace(lock_name="cohort_activity/2025-01") as replacement:
+        replacement.replace_partition(cohort_activity, month)
+        rows = replacement.append_select(cohort_activity, [c.name for c in cohort_activity.columns], sql, params,
+                                         few_rows=few_rows)
+    assert rows == 1
+    stored = warehouse.read_frame(select(cohort_activity.c.granularity, cohort_activity.c.active_customers,
+                                         cohort_activity.c.revenue))
+    assert stored.values.tolist() == [["month", 2, 7.5]]
+    # On PostgreSQL few rows come by a plain query (which may run on parallel workers), not by INSERT … SELECT.
+    if warehouse.dialect == "postgresql":
+        inserted_by_select = any(s.lstrip().startswith("INSERT") and "raw_events" in s for s in statements)
+        assert inserted_by_select == (not few_rows)
 
 
 @pytest.mark.postgres

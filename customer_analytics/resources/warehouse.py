@@ -581,10 +581,21 @@ class Replacement:
         if self._copier is not None:
             self._copier.sync()
 
-    def append_select(self, table: Table, columns: list[str], select_sql: str, params: dict) -> int:
-        """Stage the rows of a SQL query (`{...}` names in it are formatted with `Warehouse.qualified`)."""
+    def append_select(self, table: Table, columns: list[str], select_sql: str, params: dict, *,
+                      few_rows: bool = False) -> int:
+        """Stage the rows of a SQL query (`{...}` names in it are formatted with `Warehouse.qualified`).
+
+        `few_rows`: the query sums many rows into few. On PostgreSQL it then runs as a plain query and
+        its rows are staged from the result: PostgreSQL 15 runs a `SELECT` on parallel workers (also over
+        tables staged in this transaction), an `INSERT … SELECT` never.
+        """
         if table.name not in self._staging:
             raise ValueError(f"declare what the rows of {table.name} replace before staging them")
+        if few_rows and self.postgres:
+            rows = self.query(select_sql, params)
+            rows.columns = columns
+            self.append(table, rows)
+            return len(rows)
         column_list = ", ".join(self.warehouse.quote(c) for c in columns)
         self._sync()
         self._analyzed.discard(self._staging[table.name])
