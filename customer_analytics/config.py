@@ -88,24 +88,22 @@ def parse_timezone(name: str, *, what: str = "CUSTOMER_ANALYTICS_TIMEZONE") -> s
     return name
 
 
-def parse_late_days(text: str, *, what: str = "CUSTOMER_ANALYTICS_LATE_DAYS") -> int:
+def _whole_number(text: str, *, what: str, unit: str, low: int, high: int) -> int:
     try:
-        days = int(str(text).strip())
+        value = int(str(text).strip())
     except ValueError:
-        days = -1
-    if not 0 <= days <= 28:
-        raise ConfigError(f"{what} {text!r} is not valid: use a whole number of days from 0 to 28")
-    return days
+        value = None
+    if value is None or not low <= value <= high:
+        raise ConfigError(f"{what} {text!r} is not valid: use a whole number of {unit} from {low} to {high}")
+    return value
+
+
+def parse_late_days(text: str, *, what: str = "CUSTOMER_ANALYTICS_LATE_DAYS") -> int:
+    return _whole_number(text, what=what, unit="days", low=0, high=28)
 
 
 def parse_poll_seconds(text: str, *, what: str = "CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS") -> int:
-    try:
-        seconds = int(str(text).strip())
-    except ValueError:
-        seconds = 0
-    if not 1 <= seconds <= 3600:
-        raise ConfigError(f"{what} {text!r} is not valid: use a whole number of seconds from 1 to 3600")
-    return seconds
+    return _whole_number(text, what=what, unit="seconds", low=1, high=3600)
 
 
 @dataclass(frozen=True)

@@ -277,9 +277,12 @@ class DagsterServices:
         # The group keeps its id while members live: stop() must still reach them.
         self._orphans.append(proc)
 
-    def set_max_concurrent_runs(self, runs: int) -> None:
-        """Rewrite the instance's run limit (0: queued runs stay queued); a daemon started afterwards obeys it."""
-        (self.dagster_home / "dagster.yaml").write_text(_instance_yaml(self._storage_yaml, runs))
+    def restart_daemon(self, *, max_concurrent_runs: int) -> None:
+        """Start the daemon again (after SIGKILL, if it runs) under a new run limit (0: queued runs stay queued)."""
+        (self.dagster_home / "dagster.yaml").write_text(_instance_yaml(self._storage_yaml, max_concurrent_runs))
+        if self._procs["daemon"].poll() is None:
+            self.kill("daemon")
+        self.restart("daemon")
 
     def restart(self, name: str) -> None:
         """Start a service again with the arguments it first had (e.g. the daemon after `kill`)."""

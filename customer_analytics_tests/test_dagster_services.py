@@ -231,9 +231,7 @@ def test_a_daemon_killed_as_the_sensor_launches_forgets_no_request_and_runs_none
     warehouse = services.warehouse()
     paused = True
     try:
-        services.set_max_concurrent_runs(0)
-        services.kill("daemon")
-        services.restart("daemon")
+        services.restart_daemon(max_concurrent_runs=0)
         segments = warehouse.read_frame(text(f"SELECT DISTINCT segment FROM {warehouse.qualified('customer_clv')} "
                                              "WHERE as_of_month = :m ORDER BY segment"), {"m": MONTH_START})["segment"]
         asked = list(segments[:3])
@@ -258,8 +256,7 @@ def test_a_daemon_killed_as_the_sensor_launches_forgets_no_request_and_runs_none
               f"{len(runs)} of {len(ids)} runs created ({', '.join(r['status'] for r in runs)}), "
               f"requests {at_kill['status'].tolist()}")
         assert {r["status"] for r in request_runs()} == {"QUEUED"}, request_runs()
-        services.set_max_concurrent_runs(4)
-        services.restart("daemon")
+        services.restart_daemon(max_concurrent_runs=4)
         paused = False
 
         deadline = time.monotonic() + 240
@@ -283,9 +280,7 @@ def test_a_daemon_killed_as_the_sensor_launches_forgets_no_request_and_runs_none
             assert run["status"] == "SUCCESS" and row.run_id == run["runId"], (row, run)
     finally:
         if paused:  # the later tests need a daemon that starts runs
-            services.set_max_concurrent_runs(4)
-            services.kill("daemon")
-            services.restart("daemon")
+            services.restart_daemon(max_concurrent_runs=4)
         warehouse.engine.dispose()
 
 
