@@ -45,6 +45,20 @@ def _fmix(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """(int64 offsets, data bytes or None) of an Arrow text or binary array, without copying either when it can."""
+    if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)
+            or pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)):
+        values = values.cast(pa.large_binary())
+    offset_type = np.int64 if pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type) else np.int32
+    _, offsets_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=len(values) + 1,
+                            offset=values.offset * np.dtype(offset_type).itemsize).astype(np.int64, copy=False)
+    size = int(offsets[-1] - offsets[0])
+    data = np.frombuffer(data_buffer, dtype=np.uint8, count=size, offset=int(offsets[0])) if size else None
+    return offsets, data
+
+
 def string_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A 64-bit hash per value of an Arrow text or binary array, computed on its buffers (no Python object per value).
 
@@ -52,43 +66,51 @@ def string_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     word k is salted with k, mixed, and the words are summed with the length, then mixed again.
     Rows are visited word by word, only those still that long, so the work is one pass per
     word of the longest values and proportional to the bytes. Null hashes as `_NULL`.
+    A chunked array's chunks are laid side by side first, so the word loop runs once for all.
     """
-    if isinstance(values, pa.ChunkedArray):
-        parts = [string_hashes(chunk) for chunk in values.chunks]
-        return np.concatenate(parts) if parts else np.empty(0, np.uint64)
-    small = pa.types.is_string(values.type) or pa.types.is_binary(values.type)  # 32-bit offsets
-    if not small:
-        values = values.cast(pa.large_binary())
-    offset_type = np.int32 if small else np.int64
-    count = len(values)
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    chunks = [chunk for chunk in chunks if len(chunk)]
+    count = sum(len(chunk) for chunk in chunks)
     if count == 0:
         return np.empty(0, np.uint64)
-    _, offsets_buffer, data_buffer = values.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=count + 1,
-                            offset=values.offset * np.dtype(offset_type).itemsize).astype(np.int64)
-    lengths = np.diff(offsets)
-    size = int(offsets[-1] - offsets[0])
+    parts = [_buffers(chunk) for chunk in chunks]
+    size = sum(int(offsets[-1] - offsets[0]) for offsets, _ in parts)
     padded = np.zeros(size + 16, dtype=np.uint8)  # zero bytes past the end: the last word reads past its value
-    if size:
-        padded[:size] = np.frombuffer(data_buffer, dtype=np.uint8, count=size, offset=int(offsets[0]))
+    starts = np.empty(count, dtype=np.int64)
+    lengths = np.empty(count, dtype=np.int64)
+    row = byte = 0
+    for offsets, data in parts:
+        rows = len(offsets) - 1
+        starts[row:row + rows] = offsets[:-1] + (byte - offsets[0])
+        np.subtract(offsets[1:], offsets[:-1], out=lengths[row:row + rows])
+        if data is not None:
+            padded[byte:byte + len(data)] = data
+            byte += len(data)
+        row += rows
     # The 64-bit word starting at every byte (unaligned reads).
     words = np.ndarray(shape=(size + 1,), dtype="<u8", buffer=padded, strides=(1,))
-    starts = offsets[:-1] - offsets[0]
     hashes = lengths.astype(np.uint64) * _M2 + _SEED
-    rows = np.arange(count)
+    rows = None  # every row, while all are still this long: no gathers by row
     k = 0
-    while len(rows):
-        left = lengths[rows] - 8 * k
-        word = words[starts[rows] + 8 * k]
+    while rows is None or len(rows):
+        left = (lengths if rows is None else lengths[rows]) - 8 * k
+        word = words[(starts if rows is None else starts[rows]) + 8 * k]
         if (left < 8).any():
             word &= _BYTE_MASKS[np.clip(left, 0, 8)]
         word ^= np.uint64((k * _GOLDEN) & _MASK64)
-        hashes[rows] += _fmix(word)
-        rows = rows[left > 8]
+        if rows is None:
+            hashes += _fmix(word)
+            longer = left > 8
+            if not longer.all():
+                rows = np.flatnonzero(longer)
+        else:
+            hashes[rows] += _fmix(word)
+            rows = rows[left > 8]
         k += 1
     _fmix(hashes)
-    if values.null_count:
-        hashes[~values.is_valid().to_numpy(zero_copy_only=False)] = _NULL
+    if any(chunk.null_count for chunk in chunks):
+        valid = np.concatenate([chunk.is_valid().to_numpy(zero_copy_only=False) for chunk in chunks])
+        hashes[~valid] = _NULL
     return hashes
 
 
@@ -106,7 +128,10 @@ def _column_hashes(column: pd.Series) -> np.ndarray:
         missing = column.isna().to_numpy()
         bits = column.to_numpy(dtype=np.int64, na_value=0).view(np.uint64)
     else:
-        return string_hashes(pc.cast(pa.array(column, from_pandas=True), pa.string()))
+        text = pa.array(column, from_pandas=True)
+        if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+            text = pc.cast(text, pa.string())
+        return string_hashes(text)
     hashes = _fmix(bits ^ _SEED)
     hashes[missing] = _NULL
     return hashes

@@ -110,11 +110,14 @@ def text_column(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return text, wrong_type
 
 
-# Bytes a value may start or end with if it has whitespace to trim: ASCII controls and space,
-# DEL, and every byte of a multi-byte UTF-8 character (e.g. a no-break space). Others never are.
-_MAY_BE_SPACE = np.zeros(256, dtype=bool)
-_MAY_BE_SPACE[:0x21] = True
-_MAY_BE_SPACE[0x7F:] = True
+def _may_be_space(edge_bytes: np.ndarray) -> bool:
+    """Whether any of these first or last bytes of values could belong to whitespace.
+
+    Those are ASCII controls and space (up to 0x20), DEL, and every byte of a multi-byte UTF-8
+    character (from 0x7F; e.g. a no-break space); other bytes never are. A minimum and a maximum
+    are far cheaper than a lookup per byte.
+    """
+    return bool(len(edge_bytes)) and (int(edge_bytes.min()) <= 0x20 or int(edge_bytes.max()) >= 0x7F)
 
 
 def _trimmed(strings: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -133,14 +136,17 @@ def _trimmed(strings: pa.ChunkedArray) -> pa.ChunkedArray:
         offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64, count=len(chunk) + 1, offset=chunk.offset * 8)
         data = chunk.buffers()[2]
         starts, ends = offsets[:-1], offsets[1:]
-        filled = ends > starts
-        if data is not None and filled.any():
-            text = np.frombuffer(data, dtype=np.uint8)
-            if _MAY_BE_SPACE[text[starts[filled]]].any() or _MAY_BE_SPACE[text[ends[filled] - 1]].any():
+        if data is not None and ends[-1] > starts[0]:
+            text = np.frombuffer(data, dtype=np.uint8, count=int(ends[-1]))
+            # An empty value's "first byte" is its neighbour's (or clipped): at worst a needless trim, never a missed one.
+            if _may_be_space(np.take(text, starts, mode="clip")) or _may_be_space(np.take(text, ends - 1, mode="clip")):
                 chunk = pc.utf8_trim_whitespace(chunk)
-        blank = pc.equal(pc.binary_length(chunk), 0)
-        if pc.any(blank).as_py():
-            chunk = pc.if_else(blank, pa.scalar(None, chunk.type), chunk)
+                offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64, count=len(chunk) + 1, offset=chunk.offset * 8)
+        blank = offsets[1:] == offsets[:-1]
+        if chunk.null_count:
+            blank &= chunk.is_valid().to_numpy(zero_copy_only=False)
+        if blank.any():
+            chunk = pc.if_else(pa.array(blank), pa.scalar(None, chunk.type), chunk)
         chunks.append(chunk)
     return pa.chunked_array(chunks, type=pa.large_string())
 

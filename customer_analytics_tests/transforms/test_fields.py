@@ -73,6 +73,20 @@ def test_text_column_arrow_path_matches_pandas_strip(items):
     assert text.dtype == expected.dtype
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=" \t\u00a0ab\u00e9", max_size=4)), max_size=12), st.integers(0, 12))
+def test_text_column_arrow_path_matches_pandas_strip_over_sliced_chunks(items, cut):
+    """Chunks that are slices of larger buffers, as parsed NDJSON blocks are: offsets not starting at 0."""
+    cut = min(cut, len(items))
+    chunks = pa.chunked_array([pa.array([" pad "] + items[:cut], pa.large_string()).slice(1),
+                               pa.array(items[cut:] + [" tail "], pa.large_string()).slice(0, len(items) - cut)])
+    series = pd.Series(pd.arrays.ArrowStringArray(chunks))
+    expected = pd.Series(items, dtype="string").str.strip()
+    expected = expected.mask(expected == "")
+    text, _ = text_column(series)
+    assert values(text) == values(expected)
+
+
 # -- numbers -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "raw, number, is_present, is_invalid",
