@@ -26,6 +26,7 @@ from customer_analytics.transforms.fields import (
     date_of,
     field_values,
     holds_nul,
+    longer_than,
     month_of,
     number_column,
     shown,
@@ -52,7 +53,7 @@ def _required_text(fields, name, reasons: Reasons, *, max_length: int | None = N
     reasons.add(text.isna() & ~wrong, f"missing {name}")
     _storable(text, name, reasons)
     if max_length is not None:
-        reasons.add((text.str.len() > max_length).fillna(False), f"{name} is longer than {max_length:,} characters")
+        reasons.add(longer_than(text, max_length), f"{name} is longer than {max_length:,} characters")
     return text
 
 
@@ -138,15 +139,9 @@ def validate_transactions(fields: pd.DataFrame, source_file: str, record_numbers
 
 
 def _finish(out: pd.DataFrame, stamps: pd.Series, reasons: Reasons) -> pd.DataFrame:
-    valid = stamps.notna()
-    months = pd.Series(pd.NaT, index=stamps.index, dtype="datetime64[us]")
-    dates = months.copy()
-    if valid.any():
-        months[valid] = month_of(stamps[valid])
-        dates[valid] = date_of(stamps[valid])
     out["event_timestamp"] = stamps
-    out["event_month"] = months
-    out["event_date"] = dates
-    out = out[list(EVENT_COLUMNS)].copy()
+    out["event_month"] = month_of(stamps)
+    out["event_date"] = date_of(stamps)
+    out = out[list(EVENT_COLUMNS)]  # a new frame (copy-on-write): the caller's columns stay as they were
     out["reject_reason"] = reasons.values
     return out

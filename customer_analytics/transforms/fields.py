@@ -255,13 +255,34 @@ def holds_nul(text: pd.Series) -> pd.Series:
     return text.str.contains("\x00", regex=False).fillna(False).astype(bool)
 
 
+def longer_than(text: pd.Series, limit: int) -> np.ndarray:
+    """Mask of the values with more than `limit` characters (missing values are not).
+
+    A UTF-8 character is at least one byte, so only values of more than `limit` bytes (read from
+    the offsets, without a pass over the text) have their characters counted.
+    """
+    array = text.array
+    if isinstance(array, pd.arrays.ArrowStringArray):
+        byte_lengths = pc.binary_length(array.__arrow_array__()).fill_null(0).to_numpy()
+        candidates = np.flatnonzero(byte_lengths > limit)
+        longer = np.zeros(len(text), dtype=bool)
+        if len(candidates):
+            longer[candidates] = (text.iloc[candidates].str.len() > limit).to_numpy(dtype=bool, na_value=False)
+        return longer
+    return (text.str.len() > limit).fillna(False).to_numpy(dtype=bool)
+
+
 def month_of(stamps: pd.Series) -> pd.Series:
-    """First day of each timestamp's UTC month (naive datetime64, midnight)."""
-    naive = stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    return pd.Series(naive.astype("datetime64[M]").astype("datetime64[us]"), index=stamps.index)
+    """First day of each timestamp's UTC month (naive datetime64, midnight; NaT stays NaT)."""
+    days = _utc_days(stamps)
+    return pd.Series(days.astype("datetime64[M]").astype("datetime64[us]"), index=stamps.index)
 
 
 def date_of(stamps: pd.Series) -> pd.Series:
-    """UTC calendar date of each timestamp (naive datetime64, midnight)."""
-    naive = stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    return pd.Series(naive.astype("datetime64[D]").astype("datetime64[us]"), index=stamps.index)
+    """UTC calendar date of each timestamp (naive datetime64, midnight; NaT stays NaT)."""
+    return pd.Series(_utc_days(stamps).astype("datetime64[us]"), index=stamps.index)
+
+
+def _utc_days(stamps: pd.Series) -> np.ndarray:
+    # A zoned column's datetime64 values are its UTC instants.
+    return stamps.to_numpy(dtype="datetime64[us]").astype("datetime64[D]")

@@ -17,6 +17,7 @@ from customer_analytics.transforms.fields import (
     Reasons,
     field_values,
     holds_nul,
+    longer_than,
     number_column,
     shown,
     text_column,
@@ -36,7 +37,7 @@ def validate_profiles(fields: pd.DataFrame) -> pd.DataFrame:
     reasons.add(wrong, "customer_id must be text, not a JSON object, array or boolean")
     reasons.add(customer.isna() & ~wrong, "missing customer_id")
     # The same limits as events: PostgreSQL stores no NUL and indexes no over-long key.
-    reasons.add((customer.str.len() > MAX_ID_LENGTH).fillna(False), f"customer_id is longer than {MAX_ID_LENGTH:,} characters")
+    reasons.add(longer_than(customer, MAX_ID_LENGTH), f"customer_id is longer than {MAX_ID_LENGTH:,} characters")
     out["customer_id"] = customer
     for name in PROFILE_TEXT:
         text, wrong = text_column(field_values(fields, name))

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from customer_analytics.transforms.fields import (
     Reasons,
     date_of,
+    longer_than,
     month_of,
     number_column,
     text_column,
@@ -85,6 +86,13 @@ def test_text_column_arrow_path_matches_pandas_strip_over_sliced_chunks(items, c
     expected = expected.mask(expected == "")
     text, _ = text_column(series)
     assert values(text) == values(expected)
+
+
+def test_longer_than_counts_characters_not_bytes():
+    items = ["a" * 5, "a" * 6, "é" * 5, "é" * 6, "😀" * 5, None, ""]
+    expected = [False, True, False, True, False, False, False]
+    assert longer_than(arrow_text(items), 5).tolist() == expected
+    assert longer_than(pd.Series(items, dtype=object).astype("string[python]"), 5).tolist() == expected
 
 
 # -- numbers -----------------------------------------------------------------------------
@@ -233,11 +241,12 @@ def test_month_and_date_are_utc_boundaries():
         "2025-02-01T00:30:00+01:00",  # 2025-01-31 23:30 UTC
         "2024-12-31T23:59:59.999999Z",
         "2024-02-29 12:00:00",
+        "not a time",
     ], dtype=object))
     assert month_of(stamps).tolist() == [pd.Timestamp("2025-02-01"), pd.Timestamp("2025-01-01"),
-                                         pd.Timestamp("2024-12-01"), pd.Timestamp("2024-02-01")]
+                                         pd.Timestamp("2024-12-01"), pd.Timestamp("2024-02-01"), pd.NaT]
     assert date_of(stamps).tolist() == [pd.Timestamp("2025-02-01"), pd.Timestamp("2025-01-31"),
-                                        pd.Timestamp("2024-12-31"), pd.Timestamp("2024-02-29")]
+                                        pd.Timestamp("2024-12-31"), pd.Timestamp("2024-02-29"), pd.NaT]
     assert month_of(stamps).dt.tz is None and date_of(stamps).dt.tz is None
 
 
