@@ -155,12 +155,14 @@ def test_ndjson_clean_block_takes_the_fast_path(tmp_path, monkeypatch):
 
 
 
-def test_a_chunk_parsed_in_several_blocks_unifies_types_and_late_fields_on_the_fast_path(tmp_path, monkeypatch):
+@pytest.mark.parametrize("parse_threads", [False, True], ids=["one-thread", "pyarrow-threads"])
+def test_a_chunk_parsed_in_several_blocks_unifies_types_and_late_fields_on_the_fast_path(tmp_path, monkeypatch, parse_threads):
     def no_slow_path(*args, **kwargs):
         raise AssertionError("blocks that agree on types must not be re-parsed line by line")
 
     monkeypatch.setattr(landing, "_ndjson_slow", no_slow_path)
     monkeypatch.setattr(landing, "PARSE_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(landing, "PARSE_THREADS", parse_threads)  # which one runs depends on the machine's cores
     base = dict(customer_id="c", event_type="purchase", event_timestamp="2023-06-15 14:30:45")
     lines = [event(f"e{i}", price=i, **base) for i in range(1, 400)]  # whole prices: int64 in the first blocks
     lines.append(event("late", price=2.5, quantity=3, page_url="x" * 6000, **base))  # a float, new fields, a line > a block
