@@ -15,13 +15,16 @@ figure the median of `--repeats` runs after a warm-up:
 | memory | peak RSS of the process that ingests and recomputes the last month | 2 GB |
 
 The last month is ingested and recomputed in a child process, so its peak RSS is that work's
-alone (not the data generator's). Prints a Markdown table and writes the same as JSON.
+alone (not the data generator's). Each of those runs takes turns with its anchor (a COPY
+before each load, the bare work before each recompute), so a ratio compares runs made in the
+same state of a shared machine. Prints a Markdown table and writes the same as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -152,25 +155,38 @@ def copy_anchor(url: str, csv_path: Path, columns: list[str]) -> None:
 
 
 def child(args) -> None:
-    """Ingest and recompute the last month (medians), then report them with this process's peak RSS.
+    """Ingest and recompute the last month, each run taking turns with its anchor; report medians and peak RSS.
 
-    Each step's seconds (of the last run) and peak RSS (over all runs) are reported too.
+    The anchors run in this process beside the work they anchor (COPY before each load, the bare
+    work before each recompute), so both see the machine in the same state: measured minutes
+    apart, the COPY anchor alone moved a ratio by a third on these shared machines. Each step's
+    seconds (of the last run) and peak RSS (over all runs, the anchors' excluded) are reported too.
     """
     warehouse = Warehouse(args.db, args.schema)
     month, last = date.fromisoformat(args.child_month), date.fromisoformat(args.child_month)
+    copy = functools.partial(copy_anchor, args.db, Path(args.anchor_csv), args.anchor_columns.split(","))
     rows = load(warehouse, Path(args.landing), month, last)  # also the warm-up
     peak = peak_rss_bytes()
+    copy()  # the anchor's warm-up
     steps: dict = {}
-    samples = []
-    for _ in range(args.repeats):
+    samples: dict[str, list[float]] = {"copy": [], "ingestion": [], "bare": [], "recompute": []}
+
+    def timed(name: str, work) -> None:
         started = time.perf_counter()
-        measured(lambda: load(warehouse, Path(args.landing), month, last), steps, "raw_events")
-        samples.append(time.perf_counter() - started)
-    ingestion = statistics.median(samples)
-    recompute_s = median_of(lambda: recompute(warehouse, month, steps), args.repeats)
+        work()
+        samples[name].append(time.perf_counter() - started)
+
+    for _ in range(args.repeats):
+        timed("copy", copy)
+        timed("ingestion", lambda: measured(lambda: load(warehouse, Path(args.landing), month, last), steps, "raw_events"))
+    recompute(warehouse, month)  # warm-ups
+    bare_work(warehouse, month)
+    for _ in range(args.repeats):
+        timed("bare", lambda: bare_work(warehouse, month))
+        timed("recompute", lambda: recompute(warehouse, month, steps))
     peak = max(peak, *(step["peak_rss_bytes"] for step in steps.values()))
-    print(json.dumps({"rows": rows, "ingestion_s": ingestion, "recompute_s": recompute_s, "peak_rss_bytes": peak,
-                      "steps": steps}))
+    medians = {f"{name}_s": statistics.median(values) for name, values in samples.items()}
+    print(json.dumps({"rows": rows, **medians, "samples_s": samples, "peak_rss_bytes": peak, "steps": steps}))
 
 
 def main() -> None:
@@ -188,6 +204,8 @@ def main() -> None:
     parser.add_argument("--fit-customers", type=int, default=None, help="customers for the model-fit figure (default --customers)")
     parser.add_argument("--child-month", help=argparse.SUPPRESS)
     parser.add_argument("--landing", help=argparse.SUPPRESS)
+    parser.add_argument("--anchor-csv", help=argparse.SUPPRESS)
+    parser.add_argument("--anchor-columns", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_month:
         return child(args)
@@ -233,12 +251,12 @@ def main() -> None:
                 else:
                     print(f"{month:%Y-%m}: generated in {generated - started:.0f} s", flush=True)
 
-            print("anchor: COPY into an unindexed table", flush=True)
-            result["copy_s"] = median_of(lambda: copy_anchor(args.db, csv_path, columns), args.repeats)
-            print(f"project: ingestion + recompute of {last:%Y-%m} in a child process", flush=True)
+            print(f"project: ingestion + recompute of {last:%Y-%m} in a child process, taking turns with the COPY "
+                  "anchor (into an unindexed table) and the bare work (GROUP BY + one fit)", flush=True)
             done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--db", args.db, "--schema", args.schema,
                                    "--repeats", str(args.repeats), "--child-month", last.isoformat(),
-                                   "--landing", str(landing)], check=True, stdout=subprocess.PIPE, text=True)
+                                   "--landing", str(landing), "--anchor-csv", str(csv_path),
+                                   "--anchor-columns", ",".join(columns)], check=True, stdout=subprocess.PIPE, text=True)
             measured = json.loads(done.stdout.strip().splitlines()[-1])
             result.update(measured)
             recompute_times[args.months] = measured["recompute_s"]
@@ -247,8 +265,6 @@ def main() -> None:
         for index in sorted({1, min(6, args.months)} - {args.months}, reverse=True):
             print(f"growth: recompute of month {index}", flush=True)
             recompute_times[index] = median_of(lambda m=months[index - 1]: recompute(warehouse, m), args.repeats)
-        print("anchor: bare work (GROUP BY + one fit)", flush=True)
-        result["bare_s"] = median_of(lambda: bare_work(warehouse, last), args.repeats)
     finally:
         if not args.keep:
             with warehouse.begin() as connection:

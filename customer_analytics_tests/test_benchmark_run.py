@@ -33,6 +33,9 @@ def test_the_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert any(n.startswith("growth") for n in names) and names[-1].startswith("memory")
     assert result["rows"] == 6000, "every generated event of the month is valid and loaded"
     assert result["copy_s"] > 0 and result["ingestion_s"] > 0 and result["bare_s"] > 0 and result["peak_rss_bytes"] > 0
+    # Each anchor ran once per measured run of its work, in turns (one repeat here).
+    assert {name: len(values) for name, values in result["samples_s"].items()} == {
+        "copy": 1, "ingestion": 1, "bare": 1, "recompute": 1}
     assert "| figure | project | anchor | ratio | target | met? |" in done.stdout
 
 

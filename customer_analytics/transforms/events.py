@@ -142,6 +142,6 @@ def _finish(out: pd.DataFrame, stamps: pd.Series, reasons: Reasons) -> pd.DataFr
     out["event_timestamp"] = stamps
     out["event_month"] = month_of(stamps)
     out["event_date"] = date_of(stamps)
-    out = out[list(EVENT_COLUMNS)]  # a new frame (copy-on-write): the caller's columns stay as they were
+    out = out[list(EVENT_COLUMNS)]  # a new frame already: with copy-on-write, no .copy() is needed
     out["reject_reason"] = reasons.values
     return out
