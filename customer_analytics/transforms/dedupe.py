@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from customer_analytics.transforms.fields import text_buffers
+
 CONTENT_COLUMNS = (
     "customer_id", "event_type", "event_timestamp", "session_id", "page_url", "product_id",
     "category_id", "price", "quantity", "device_type", "country", "referrer", "user_agent",
@@ -45,20 +47,6 @@ def _fmix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
-    """(int64 offsets, data bytes or None) of an Arrow text or binary array, without copying either when it can."""
-    if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)
-            or pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)):
-        values = values.cast(pa.large_binary())
-    offset_type = np.int64 if pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type) else np.int32
-    _, offsets_buffer, data_buffer = values.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=len(values) + 1,
-                            offset=values.offset * np.dtype(offset_type).itemsize).astype(np.int64, copy=False)
-    size = int(offsets[-1] - offsets[0])
-    data = np.frombuffer(data_buffer, dtype=np.uint8, count=size, offset=int(offsets[0])) if size else None
-    return offsets, data
-
-
 def string_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A 64-bit hash per value of an Arrow text or binary array, computed on its buffers (no Python object per value).
 
@@ -73,7 +61,7 @@ def string_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     count = sum(len(chunk) for chunk in chunks)
     if count == 0:
         return np.empty(0, np.uint64)
-    parts = [_buffers(chunk) for chunk in chunks]
+    parts = [text_buffers(chunk) for chunk in chunks]
     size = sum(int(offsets[-1] - offsets[0]) for offsets, _ in parts)
     padded = np.zeros(size + 16, dtype=np.uint8)  # zero bytes past the end: the last word reads past its value
     starts = np.empty(count, dtype=np.int64)

@@ -110,6 +110,24 @@ def text_column(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return text, wrong_type
 
 
+def text_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """(int64 offsets into the data buffer, the bytes from the first value's start to the last's end, or
+    None when there are none) of an Arrow text or binary array, read in place.
+
+    Other types are cast to binary first.
+    """
+    if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)
+            or pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)):
+        values = values.cast(pa.large_binary())
+    offset_type = np.int64 if pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type) else np.int32
+    _, offsets_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=len(values) + 1,
+                            offset=values.offset * np.dtype(offset_type).itemsize).astype(np.int64, copy=False)
+    size = int(offsets[-1] - offsets[0])
+    data = np.frombuffer(data_buffer, dtype=np.uint8, count=size, offset=int(offsets[0])) if size else None
+    return offsets, data
+
+
 def _may_be_space(edge_bytes: np.ndarray) -> bool:
     """Whether any of these first or last bytes of values could belong to whitespace.
 
@@ -133,15 +151,13 @@ def _trimmed(strings: pa.ChunkedArray) -> pa.ChunkedArray:
         if len(chunk) == 0:
             chunks.append(chunk)
             continue
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64, count=len(chunk) + 1, offset=chunk.offset * 8)
-        data = chunk.buffers()[2]
-        starts, ends = offsets[:-1], offsets[1:]
-        if data is not None and ends[-1] > starts[0]:
-            text = np.frombuffer(data, dtype=np.uint8, count=int(ends[-1]))
+        offsets, text = text_buffers(chunk)
+        if text is not None:
+            starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
             # An empty value's "first byte" is its neighbour's (or clipped): at worst a needless trim, never a missed one.
             if _may_be_space(np.take(text, starts, mode="clip")) or _may_be_space(np.take(text, ends - 1, mode="clip")):
                 chunk = pc.utf8_trim_whitespace(chunk)
-                offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64, count=len(chunk) + 1, offset=chunk.offset * 8)
+                offsets, _ = text_buffers(chunk)
         blank = offsets[1:] == offsets[:-1]
         if chunk.null_count:
             blank &= chunk.is_valid().to_numpy(zero_copy_only=False)
@@ -249,8 +265,8 @@ def holds_nul(text: pd.Series) -> pd.Series:
     if hasattr(array, "__arrow_array__"):
         arrow = pa.array(array)
         chunks = arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]
-        data = [chunk.buffers()[2] for chunk in chunks if pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)]
-        if len(data) == len(chunks) and all(buffer is None or buffer.size == 0 or np.frombuffer(buffer, dtype=np.uint8).min() > 0 for buffer in data):
+        if all(pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type) for chunk in chunks) and all(
+                data is None or data.min() > 0 for _, data in map(text_buffers, chunks)):
             return pd.Series(False, index=text.index)
     return text.str.contains("\x00", regex=False).fillna(False).astype(bool)
 
