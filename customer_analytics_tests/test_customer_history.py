@@ -1,7 +1,7 @@
 """customer_history: extended month by month, rebuilt in full when the previous month's is stale.
 
-Every month's history is compared with the same figures computed in pandas from the landing
-events, whichever way it was built.
+Every month's history, and its month and week summaries, are compared with the same figures
+computed in pandas from the landing events, whichever way the history was built.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from sqlalchemy import select
 from customer_analytics.asof import AsOf
 from customer_analytics.config import add_months
 from customer_analytics.loading import load_events_month
-from customer_analytics.resources.tables import customer_history, customer_history_builds
+from customer_analytics.resources.tables import (
+    customer_history,
+    customer_history_builds,
+    customer_month_summary,
+    customer_week_summary,
+)
 from customer_analytics.summaries import summarize_month
 from customer_analytics_tests.landing_builder import event, write_ndjson
 
@@ -138,3 +143,58 @@ def test_a_history_built_mid_month_is_not_extended(warehouse, tmp_path):
     assert stored.loc["alice", "revenue"] == pytest.approx(totals.loc["alice", "revenue"]) == 30.0
     assert stored["purchases"].tolist() == totals["purchases"].tolist()
     assert stored.loc["alice", "revenue_90d"] == pytest.approx(35.0)  # a3 included
+
+
+def expected_summaries(events: list[dict], month: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The month's customer-month and customer-week summaries, straight from the events."""
+    frame = pd.DataFrame(events)
+    frame = frame[frame["event_type"] == "purchase"].copy()
+    frame["at"] = pd.to_datetime(frame["event_timestamp"], utc=True, format="ISO8601")
+    frame = frame[(frame["at"] >= pd.Timestamp(month, tz="UTC")) & (frame["at"] < pd.Timestamp(add_months(month, 1), tz="UTC"))]
+    frame["revenue"] = frame["price"] * frame["quantity"]
+    frame["day"] = frame["at"].dt.date
+    days = frame.groupby(["customer_id", "day"])["revenue"].sum().reset_index()
+    months = {}
+    for customer, rows in days.groupby("customer_id"):
+        positive = rows[rows["revenue"] > 0]
+        purchases = frame[frame["customer_id"] == customer]
+        months[customer] = {
+            "purchases": len(purchases), "revenue": rows["revenue"].sum(), "purchase_days": len(rows),
+            "positive_days": len(positive), "positive_day_revenue": positive["revenue"].sum(),
+            "first_day_revenue": rows.loc[rows["day"] == rows["day"].min(), "revenue"].sum(),
+            "first_purchase_at": purchases["at"].min(), "last_purchase_at": purchases["at"].max(),
+        }
+    frame["week_start"] = frame["at"].dt.tz_localize(None).dt.normalize() - pd.to_timedelta(frame["at"].dt.day_of_week, unit="D")
+    weeks = frame.groupby(["customer_id", "week_start"]).agg(purchases=("revenue", "size"), revenue=("revenue", "sum"))
+    return pd.DataFrame.from_dict(months, orient="index").sort_index(), weeks.sort_index()
+
+
+def test_month_and_week_summaries_equal_the_events(warehouse, tmp_path):
+    landing = tmp_path / "landing"
+    events = EVENTS + [
+        event("e1", "erin", "2025-03-31 23:59:59.5", price=2.0, quantity=3),  # Monday: its own week
+        event("e2", "erin", "2025-03-30 12:00:00", price=0.0),              # Sunday: the week before; a day of no revenue
+        event("e3", "erin", "2025-03-29 13:00:00", price=1.0),              # her first day
+    ]
+    write_ndjson(landing / "events" / "all.ndjson", events)
+    month = FIRST
+    while month <= LAST:
+        load_and_summarize(warehouse, landing, month)
+        expected_months, expected_weeks = expected_summaries(events, month)
+        months = warehouse.read_frame(select(customer_month_summary).where(customer_month_summary.c.summary_month == month))
+        months = months.set_index("customer_id").sort_index()
+        assert list(months.index) == list(expected_months.index), month
+        for column in ("purchases", "purchase_days", "positive_days"):
+            assert months[column].tolist() == expected_months[column].tolist(), (month, column)
+        for column in ("revenue", "positive_day_revenue", "first_day_revenue"):
+            assert months[column].to_numpy() == pytest.approx(expected_months[column].to_numpy(), abs=1e-9), (month, column)
+        for column in ("first_purchase_at", "last_purchase_at"):
+            stored = pd.to_datetime(months[column], utc=True, format="ISO8601")
+            assert stored.tolist() == expected_months[column].tolist(), (month, column)
+        weeks = warehouse.read_frame(select(customer_week_summary).where(customer_week_summary.c.summary_month == month))
+        weeks["week_start"] = pd.to_datetime(weeks["week_start"])
+        weeks = weeks.set_index(["customer_id", "week_start"]).sort_index()
+        assert list(weeks.index) == list(expected_weeks.index), month
+        assert weeks["purchases"].tolist() == expected_weeks["purchases"].tolist(), month
+        assert weeks["revenue"].to_numpy() == pytest.approx(expected_weeks["revenue"].to_numpy(), abs=1e-9), month
+        month = add_months(month, 1)
