@@ -62,14 +62,14 @@ def string_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if count == 0:
         return np.empty(0, np.uint64)
     parts = [text_buffers(chunk) for chunk in chunks]
-    size = sum(int(offsets[-1] - offsets[0]) for offsets, _ in parts)
+    size = sum(int(offsets[-1]) for offsets, _ in parts)
     padded = np.zeros(size + 16, dtype=np.uint8)  # zero bytes past the end: the last word reads past its value
     starts = np.empty(count, dtype=np.int64)
     lengths = np.empty(count, dtype=np.int64)
     row = byte = 0
     for offsets, data in parts:
         rows = len(offsets) - 1
-        starts[row:row + rows] = offsets[:-1] + (byte - offsets[0])
+        starts[row:row + rows] = offsets[:-1] + byte
         np.subtract(offsets[1:], offsets[:-1], out=lengths[row:row + rows])
         if data is not None:
             padded[byte:byte + len(data)] = data

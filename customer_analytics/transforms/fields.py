@@ -111,10 +111,11 @@ def text_column(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def text_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
-    """(int64 offsets into the data buffer, the bytes from the first value's start to the last's end, or
-    None when there are none) of an Arrow text or binary array, read in place.
+    """(int64 offsets of the values in the bytes, from 0; the bytes from the first value's start to the
+    last's end, read in place, or None when there are none) of an Arrow text or binary array.
 
-    Other types are cast to binary first.
+    A sliced array's offsets start where its first value does; they are shifted to index the bytes
+    returned. Other types are cast to binary first.
     """
     if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)
             or pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)):
@@ -122,9 +123,11 @@ def text_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     offset_type = np.int64 if pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type) else np.int32
     _, offsets_buffer, data_buffer = values.buffers()
     offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=len(values) + 1,
-                            offset=values.offset * np.dtype(offset_type).itemsize).astype(np.int64, copy=False)
-    size = int(offsets[-1] - offsets[0])
-    data = np.frombuffer(data_buffer, dtype=np.uint8, count=size, offset=int(offsets[0])) if size else None
+                            offset=values.offset * np.dtype(offset_type).itemsize)
+    first = int(offsets[0])
+    offsets = offsets.astype(np.int64) - first  # a new array: the buffer is read-only
+    size = int(offsets[-1])
+    data = np.frombuffer(data_buffer, dtype=np.uint8, count=size, offset=first) if size else None
     return offsets, data
 
 
@@ -153,7 +156,7 @@ def _trimmed(strings: pa.ChunkedArray) -> pa.ChunkedArray:
             continue
         offsets, text = text_buffers(chunk)
         if text is not None:
-            starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
+            starts, ends = offsets[:-1], offsets[1:]
             # An empty value's "first byte" is its neighbour's (or clipped): at worst a needless trim, never a missed one.
             if _may_be_space(np.take(text, starts, mode="clip")) or _may_be_space(np.take(text, ends - 1, mode="clip")):
                 chunk = pc.utf8_trim_whitespace(chunk)
