@@ -30,7 +30,7 @@ from customer_analytics.resources.tables import (
     customer_month_summary,
     customer_week_summary,
 )
-from customer_analytics.resources.warehouse import Replacement, Warehouse
+from customer_analytics.resources.warehouse import GIVE_WAY, Replacement, Warehouse
 
 # The month's purchases, read where each query needs them: on PostgreSQL from the covering index
 # of purchases (`raw_events_purchases_idx`), in customer order, so the month summary groups them by
@@ -210,7 +210,8 @@ GROUP BY h.first_month
 # A week that began in the previous month: its customers active there too were counted in that
 # month's row, so they are not counted again (the revenue of each part is its own). Only the
 # previous month's last week can be such a week (`:week_floor` is 7 days before the month), so
-# only its rows are looked up, not the whole month's.
+# only its rows are looked up, not the whole month's. `week_summary` may be a whole table (a
+# partition not found), hence the filter.
 WEEK_ACTIVITY_SQL = """
 SELECT :month, 'week', {first_week}, w.week_start,
        SUM(CASE WHEN e.customer_id IS NULL THEN 1 ELSE 0 END), SUM(w.revenue), :computed_at
@@ -220,6 +221,7 @@ LEFT JOIN (
     SELECT customer_id, week_start FROM {published_weeks}
     WHERE summary_month = :previous AND week_start > :week_floor AND week_start < :month
 ) e ON e.customer_id = w.customer_id AND e.week_start = w.week_start
+WHERE w.summary_month = :month
 GROUP BY {first_week}, w.week_start
 """
 
@@ -256,34 +258,59 @@ def month_as_of(month: date, now: datetime | None = None) -> datetime:
 
 
 def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, computed_at: datetime | None = None) -> dict:
-    """Replace `month`'s customer-month and customer-week summaries; returns row counts."""
+    """Replace `month`'s customer-month and customer-week summaries and its customer history; returns row counts.
+
+    The week summary reads only the month's purchases, so on PostgreSQL it is built and published
+    on another connection while the month summary and the history are built (`Replacement.beside`):
+    at 10M events, the step took 14.4-16.1 s with it on the path and 10.3-12.5 s beside it.
+    """
     computed_at = computed_at or datetime.now(timezone.utc)
     warehouse.ensure_tables()
     params = {"month": month, "as_of": as_of, "computed_at": computed_at}
+    purchases = PURCHASES_SQL.format(raw_events=warehouse.qualified("raw_events"))
     # Every month's summaries and history are built one at a time (one lock for all months), so a
     # build sees every earlier month's history as it is and `built_at` orders the builds.
     with warehouse.replace(lock_name="customer_history") as replacement:
         replacement.replace_partition(customer_month_summary, month)
-        replacement.replace_partition(customer_week_summary, month)
-        purchases = PURCHASES_SQL.format(raw_events=warehouse.qualified("raw_events"))
-        customers = replacement.append_select(
-            customer_month_summary, [c.name for c in customer_month_summary.columns],
-            MONTH_SUMMARY_SQL.format(purchases=purchases), params,
-        )
-        weeks = replacement.append_select(
-            customer_week_summary, [c.name for c in customer_week_summary.columns],
-            WEEK_SUMMARY_SQL.format(purchases=purchases, week=warehouse.week_start("event_date")), params,
-        )
-        built_at = datetime.now(timezone.utc)
-        history = build_history(warehouse, replacement, month, purchases, as_of=as_of, computed_at=computed_at,
-                                built_at=built_at)
-        activity = build_cohort_activity(warehouse, replacement, month, computed_at=computed_at, built_at=built_at)
+        with replacement.beside(summarize_weeks, warehouse, month, purchases, params,
+                                reads=[warehouse.partition_of("raw_events", month)]) as published_weeks:
+            customers = replacement.append_select(
+                customer_month_summary, [c.name for c in customer_month_summary.columns],
+                MONTH_SUMMARY_SQL.format(purchases=purchases), params,
+            )
+            built_at = datetime.now(timezone.utc)
+            history = build_history(warehouse, replacement, month, purchases, as_of=as_of, computed_at=computed_at,
+                                    built_at=built_at)
+        weeks = published_weeks.result()
+        if weeks is None:  # SQLite, or the other connection gave way: staged here
+            replacement.replace_partition(customer_week_summary, month)
+            weeks = replacement.append_select(customer_week_summary, [c.name for c in customer_week_summary.columns],
+                                              week_summary_sql(warehouse, purchases), params)
+            week_summary = replacement.staged(customer_week_summary)
+        else:
+            week_summary = warehouse.partition_of(customer_week_summary.name, month)
+        activity = build_cohort_activity(warehouse, replacement, month, week_summary, computed_at=computed_at,
+                                         built_at=built_at)
     return {"customers": customers, "customer_weeks": weeks, **history, "cohort_activity_rows": activity}
 
 
-def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month: date, *, computed_at: datetime,
-                          built_at: datetime) -> int:
-    """Stage `month`'s cohort_activity from its staged summaries and history (after `build_history`); returns its rows."""
+def week_summary_sql(warehouse: Warehouse, purchases: str) -> str:
+    return WEEK_SUMMARY_SQL.format(purchases=purchases, week=warehouse.week_start("event_date"))
+
+
+def summarize_weeks(warehouse: Warehouse, month: date, purchases: str, params: dict) -> int:
+    """Replace and publish `month`'s customer_week_summary from its purchases (`PURCHASES_SQL`), giving way
+    rather than waiting for a lock (see `Replacement.beside`); returns its rows."""
+    with warehouse.replace(lock_name=f"{customer_week_summary.name}/{month:%Y-%m}", lock_timeout=GIVE_WAY) as replacement:
+        replacement.replace_partition(customer_week_summary, month)
+        return replacement.append_select(customer_week_summary, [c.name for c in customer_week_summary.columns],
+                                         week_summary_sql(warehouse, purchases), params)
+
+
+def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month: date, week_summary: str, *,
+                          computed_at: datetime, built_at: datetime) -> int:
+    """Stage `month`'s cohort_activity from its staged month summary and history (after `build_history`) and
+    its week summary (`week_summary`: the SQL name of a table holding them); returns its rows."""
     history = replacement.staged(customer_history)
     params = {"month": month, "previous": add_months(month, -1), "week_floor": month - timedelta(days=7),
               "computed_at": computed_at}
@@ -294,7 +321,7 @@ def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month:
     rows = replacement.append_select(cohort_activity, columns, MONTH_ACTIVITY_SQL.format(
         month_summary=replacement.staged(customer_month_summary), history=history), params, few_rows=True)
     rows += replacement.append_select(cohort_activity, columns, WEEK_ACTIVITY_SQL.format(
-        week_summary=replacement.staged(customer_week_summary), history=history,
+        week_summary=week_summary, history=history,
         published_weeks=warehouse.partition_of(customer_week_summary.name, add_months(month, -1)),
         first_week=warehouse.week_start("h.first_purchase_date")), params, few_rows=True)
     replacement.delete_where(cohort_activity_builds, cohort_activity_builds.c.summary_month == month)

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql as psycopg_sql
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -251,6 +252,26 @@ class Warehouse:
             with connection.begin():
                 yield connection
 
+    @contextlib.contextmanager
+    def beside(self, function, *args, **kwargs) -> Iterator[Future]:
+        """Run `function(*args, **kwargs)` while the block runs; its outcome is the yielded future's.
+
+        On PostgreSQL it runs on a thread of its own (and its own connections), so a statement of
+        the block and one of `function` keep both cores busy; leaving the block waits for it, also
+        when the block fails, so no statement outlives the block. SQLite takes one writer at a time:
+        there `function` runs first, before the block. Either way its error is raised by `result()`.
+        """
+        if self.dialect != "postgresql":
+            future: Future = Future()
+            try:
+                future.set_result(function(*args, **kwargs))
+            except Exception as error:  # raised by result(), as on the thread
+                future.set_exception(error)
+            yield future
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=getattr(function, "__name__", "beside")) as pool:
+            yield pool.submit(function, *args, **kwargs)
+
     def check_connection(self) -> None:
         with self.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -272,8 +293,11 @@ class Warehouse:
                     index.create(connection, checkfirst=True)
         self._tables_ready = True
 
-    def read_frame(self, statement, params: dict | None = None) -> pd.DataFrame:
+    def read_frame(self, statement, params: dict | None = None, *, lock_timeout: str | None = None) -> pd.DataFrame:
+        """A query's rows; `lock_timeout` (PostgreSQL, e.g. `GIVE_WAY`) bounds its waits for a lock."""
         with self.connect() as connection:
+            if lock_timeout and self.dialect == "postgresql":
+                set_lock_timeout(connection, lock_timeout)
             result = connection.execute(statement if not isinstance(statement, str) else text(statement), params or {})
             names = list(result.keys())
             rows = result.fetchall()
@@ -357,17 +381,19 @@ class Warehouse:
             replacement.append(table, frame)
 
     @contextlib.contextmanager
-    def replace(self, *, lock_name: str | tuple[str, ...]) -> Iterator["Replacement"]:
+    def replace(self, *, lock_name: str | tuple[str, ...], lock_timeout: str | None = None) -> Iterator["Replacement"]:
         """Stage rows for several tables, then publish them all in one transaction.
 
         `lock_name` names what is being replaced (e.g. `raw_events/2025-01`), or a tuple of such
         names: two replacements sharing a name never run at once on PostgreSQL (on SQLite the
         write lock serializes). The locks are held from the start, so rows read after entering
         cannot be replaced by another writer of the same names before these are published.
+        `lock_timeout` (PostgreSQL, e.g. `GIVE_WAY`) bounds each wait for a lock of its statements.
         """
         self.ensure_tables()
         with self.connect() as connection:
-            replacement = Replacement(self, connection, (lock_name,) if isinstance(lock_name, str) else lock_name)
+            replacement = Replacement(self, connection, (lock_name,) if isinstance(lock_name, str) else lock_name,
+                                      lock_timeout)
             try:
                 replacement.open()
                 yield replacement
@@ -416,6 +442,25 @@ class BackgroundCopier:
         self._executor.shutdown(wait=True)
 
 
+# How long work beside a replacement waits for a lock before giving way (`Replacement.beside`).
+GIVE_WAY = "5s"
+
+
+def set_lock_timeout(connection: Connection, timeout: str) -> None:
+    """Bound each wait for a lock of the rest of `connection`'s transaction (PostgreSQL)."""
+    connection.execute(text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
+
+
+def _giving_way(function, *args):
+    """`function(*args)`, or None when a statement of it waited `GIVE_WAY` for a lock."""
+    try:
+        return function(*args)
+    except OperationalError as error:
+        if isinstance(error.orig, LockNotAvailable):
+            return None
+        raise
+
+
 def partition_name(table: str, month: date) -> str:
     """The name of `table`'s partition for `month` on PostgreSQL (e.g. raw_events_2025_01)."""
     return f"{table}_{month:%Y_%m}"
@@ -429,10 +474,12 @@ def lock_key(*parts: str) -> int:
 class Replacement:
     """Rows staged for publication; see `Warehouse.replace`."""
 
-    def __init__(self, warehouse: Warehouse, connection: Connection, lock_names: tuple[str, ...]):
+    def __init__(self, warehouse: Warehouse, connection: Connection, lock_names: tuple[str, ...],
+                 lock_timeout: str | None = None):
         self.warehouse = warehouse
         self.connection = connection
         self.lock_names = lock_names
+        self.lock_timeout = lock_timeout
         self._token = uuid.uuid4().hex[:10]
         self._staging: dict[str, str] = {}  # table name -> quoted staging table
         self._deletes: list[tuple[Table, ColumnElement]] = []
@@ -451,6 +498,8 @@ class Replacement:
 
     def open(self) -> None:
         self._transaction = self.connection.begin()
+        if self.postgres and self.lock_timeout:
+            set_lock_timeout(self.connection, self.lock_timeout)
         if self.postgres:
             # Always the same order, so two writers needing overlapping locks cannot deadlock.
             for name in sorted(set(self.lock_names)):
@@ -651,6 +700,28 @@ class Replacement:
         self._sync()
         result = self.connection.execute(text(sql), self.warehouse.sql_params(params))
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+    @contextlib.contextmanager
+    def beside(self, function, *args, reads: list[str]) -> Iterator[Future]:
+        """Run `function(*args)` on another connection while the block runs (`Warehouse.beside`), over
+        the same rows of the tables it `reads` (SQL names) as this replacement sees.
+
+        Those tables are first locked here against being replaced (ACCESS SHARE, until this
+        replacement ends), so the rows both connections read stay put. `function` must give way
+        rather than wait for a lock (`GIVE_WAY`): a replacement of one of them already waiting for
+        this one's lock would queue its locks behind it, and this one waits for `function` — a
+        wait PostgreSQL cannot see. The future's result is then None, as it is on SQLite, where
+        nothing runs beside: the caller does that work itself, in this replacement.
+        """
+        if not self.postgres:
+            future: Future = Future()
+            future.set_result(None)
+            yield future
+            return
+        self._sync()
+        self.connection.execute(text(f"LOCK TABLE {', '.join(reads)} IN ACCESS SHARE MODE"))
+        with self.warehouse.beside(_giving_way, function, *args) as result:
+            yield result
 
     def publish(self) -> None:
         wh = self.warehouse
