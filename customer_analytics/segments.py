@@ -95,8 +95,9 @@ def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", com
     Membership is an INSERT … SELECT in the warehouse; metrics and migration come from its
     per-cell counts and sums (`CELLS_SQL`) through the same transforms a partial rerun uses.
     Both read the month's members (`MEMBERS_SQL`); on PostgreSQL the sums are taken on another
-    connection meanwhile (`Replacement.beside`): at a million customers, 2.7-3.0 s for the join
-    kept in a temporary table that both read, one after the other.
+    connection meanwhile (`Replacement.beside`). At 10M events (month 2, three rounds taking
+    turns) the step took a median 5.9 s with the join kept in a temporary table that both read,
+    one after the other, and 4.8 s with the sums beside.
     """
     computed_at = computed_at or datetime.now(timezone.utc)
     warehouse.ensure_tables()
