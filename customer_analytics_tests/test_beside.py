@@ -73,6 +73,26 @@ class QueuedReplacement:
             connection.execute(text(f"LOCK TABLE {self.warehouse.qualified(self.table)} IN ACCESS EXCLUSIVE MODE"))
             self.granted.set()
 
+    def ahead_of(self, function):
+        """`function`, called once this request is queued; the errors it raises are kept in `errors`."""
+        self.errors: list[Exception] = []
+
+        def queued_first(*args, **kwargs):
+            self.start_and_wait_queued()  # the replacement already holds the table: the request waits
+            try:
+                return function(*args, **kwargs)
+            except Exception as error:
+                self.errors.append(error)
+                raise
+
+        return queued_first
+
+    def assert_given_way_then_granted(self) -> None:
+        """The work beside gave way once, with a lock timeout, and the request was granted after."""
+        assert len(self.errors) == 1 and "lock timeout" in str(self.errors[0])
+        self.thread.join(timeout=30)
+        assert self.granted.is_set()  # once the replacement was published
+
     def start_and_wait_queued(self) -> None:
         self.thread.start()
         deadline = time.monotonic() + 10
@@ -111,26 +131,17 @@ def test_segment_sums_give_way_to_a_waiting_replacement(scored_warehouse, monkey
     before = segment_tables(warehouse)
     monkeypatch.setattr(segments, "GIVE_WAY", "200ms")
     locker = QueuedReplacement(warehouse, partition_name("customer_clv", MONTH))
-    gave_way = []
     read_frame = warehouse.read_frame
+    queued_read = locker.ahead_of(read_frame)
 
     def sums_after_a_queued_replacement(statement, params=None, **options):
-        if not options.get("lock_timeout"):
-            return read_frame(statement, params, **options)
-        locker.start_and_wait_queued()  # the replacement already holds the table: the request waits
-        try:
-            return read_frame(statement, params, **options)
-        except Exception as error:
-            gave_way.append(error)
-            raise
+        return (queued_read if options.get("lock_timeout") else read_frame)(statement, params, **options)
 
     monkeypatch.setattr(warehouse, "read_frame", sums_after_a_queued_replacement)
     started = time.monotonic()
     segments.compute_segments(warehouse, MONTH)
     assert time.monotonic() - started < 60
-    assert len(gave_way) == 1 and "lock timeout" in str(gave_way[0])
-    locker.thread.join(timeout=30)
-    assert locker.granted.is_set()  # once the segments were published
+    locker.assert_given_way_then_granted()
     assert_same(before, segment_tables(warehouse))
 
 
@@ -140,23 +151,10 @@ def test_week_summary_gives_way_to_a_waiting_replacement(scored_warehouse, monke
     before = summary_tables(warehouse)
     monkeypatch.setattr(summaries, "GIVE_WAY", "200ms")
     locker = QueuedReplacement(warehouse, partition_name("raw_events", MONTH))
-    gave_way = []
-    summarize_weeks = summaries.summarize_weeks
-
-    def weeks_after_a_queued_replacement(*args):
-        locker.start_and_wait_queued()
-        try:
-            return summarize_weeks(*args)
-        except Exception as error:
-            gave_way.append(error)
-            raise
-
-    monkeypatch.setattr(summaries, "summarize_weeks", weeks_after_a_queued_replacement)
+    monkeypatch.setattr(summaries, "summarize_weeks", locker.ahead_of(summaries.summarize_weeks))
     counts = summaries.summarize_month(warehouse, MONTH, as_of=AsOf.for_month(MONTH).instant)
-    assert len(gave_way) == 1 and "lock timeout" in str(gave_way[0])  # not published beside ...
-    assert counts["customer_weeks"] == len(before[1])  # ... but staged with the rest
-    locker.thread.join(timeout=30)
-    assert locker.granted.is_set()
+    assert counts["customer_weeks"] == len(before[1])  # not published beside, but staged with the rest
+    locker.assert_given_way_then_granted()
     assert_same(before, summary_tables(warehouse))
 
 
