@@ -284,9 +284,7 @@ def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, compu
                                     built_at=built_at)
         weeks = published_weeks.result()
         if weeks is None:  # SQLite, or the other connection gave way: staged here
-            replacement.replace_partition(customer_week_summary, month)
-            weeks = replacement.append_select(customer_week_summary, [c.name for c in customer_week_summary.columns],
-                                              week_summary_sql(warehouse, purchases), params)
+            weeks = stage_weeks(warehouse, replacement, month, purchases, params)
             week_summary = replacement.staged(customer_week_summary)
         else:
             week_summary = warehouse.partition_of(customer_week_summary.name, month)
@@ -295,17 +293,19 @@ def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, compu
     return {"customers": customers, "customer_weeks": weeks, **history, "cohort_activity_rows": activity}
 
 
-def week_summary_sql(warehouse: Warehouse, purchases: str) -> str:
-    return WEEK_SUMMARY_SQL.format(purchases=purchases, week=warehouse.week_start("event_date"))
+def stage_weeks(warehouse: Warehouse, replacement: Replacement, month: date, purchases: str, params: dict) -> int:
+    """Stage `month`'s customer_week_summary from its purchases (`PURCHASES_SQL`); returns its rows."""
+    replacement.replace_partition(customer_week_summary, month)
+    return replacement.append_select(customer_week_summary, [c.name for c in customer_week_summary.columns],
+                                     WEEK_SUMMARY_SQL.format(purchases=purchases, week=warehouse.week_start("event_date")),
+                                     params)
 
 
 def summarize_weeks(warehouse: Warehouse, month: date, purchases: str, params: dict) -> int:
     """Replace and publish `month`'s customer_week_summary from its purchases (`PURCHASES_SQL`), giving way
     rather than waiting for a lock (see `Replacement.beside`); returns its rows."""
     with warehouse.replace(lock_name=f"{customer_week_summary.name}/{month:%Y-%m}", lock_timeout=GIVE_WAY) as replacement:
-        replacement.replace_partition(customer_week_summary, month)
-        return replacement.append_select(customer_week_summary, [c.name for c in customer_week_summary.columns],
-                                         week_summary_sql(warehouse, purchases), params)
+        return stage_weeks(warehouse, replacement, month, purchases, params)
 
 
 def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month: date, week_summary: str, *,
