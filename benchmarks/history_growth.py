@@ -17,7 +17,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from benchmarks.events import month_events, write_ndjson_files
+from benchmarks.events import FIRST_MONTH, month_events, write_ndjson_files
 from customer_analytics.asof import AsOf, compute_scores
 from customer_analytics.cohorts import compute_cohort_ltv, compute_ltv_summary
 from customer_analytics.config import add_months
@@ -26,7 +26,7 @@ from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.segments import compute_segments
 from customer_analytics.summaries import summarize_month
 
-FIRST = date(2024, 1, 1)
+FIRST = FIRST_MONTH  # the customers (`benchmarks.events.population`) are drawn from it
 
 
 def as_of_work(warehouse: Warehouse, month: date) -> float:

@@ -41,7 +41,7 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from benchmarks.events import month_events, write_ndjson_files
+from benchmarks.events import FIRST_MONTH, month_events, write_ndjson_files
 from customer_analytics.asof import AsOf, compute_scores
 from customer_analytics.cohorts import compute_cohort_ltv, compute_ltv_summary
 from customer_analytics.config import add_months
@@ -52,7 +52,7 @@ from customer_analytics.segments import compute_segments
 from customer_analytics.summaries import summarize_month
 from customer_analytics.transforms.clv_scores import btyd_summary, fit_models
 
-FIRST = date(2024, 1, 1)
+FIRST = FIRST_MONTH  # the customers (`benchmarks.events.population`) are drawn from it
 TARGETS = {"ingestion": 0.5, "recompute": 2.0, "model_fit": 10.0, "growth": 1.3, "memory_gb": 2.0}
 BARE_SQL = """
 SELECT customer_id, SUM(purchases) AS purchases, SUM(revenue) AS revenue, SUM(purchase_days) AS purchase_days,
