@@ -65,7 +65,7 @@ def btyd_summary(history: pd.DataFrame, as_of_date: date) -> pd.DataFrame:
     """
     first = pd.to_datetime(history["first_purchase_date"]).to_numpy("datetime64[D]")
     last = pd.to_datetime(history["last_purchase_date"]).to_numpy("datetime64[D]")
-    out = pd.DataFrame({"customer_id": history["customer_id"].to_numpy()})
+    out = pd.DataFrame({"customer_id": history["customer_id"].array})  # as read: no Python string per id
     out["frequency"] = history["purchase_days"].to_numpy().astype("int64") - 1
     out["recency"] = (last - first).astype("int64").astype("float64")
     out["T"] = (np.datetime64(as_of_date, "D") - first).astype("int64").astype("float64")
@@ -156,7 +156,7 @@ def score_customers(summary: pd.DataFrame, fits: ClvFits, settings: ClvSettings 
             revenue = (monthly * _discount_factors(settings)[:, None]).sum(axis=0) * order_value
     else:
         p_alive, purchases_12m, order_value, revenue = _heuristic(summary, settings)
-    out = pd.DataFrame({"customer_id": summary["customer_id"].to_numpy()})
+    out = pd.DataFrame({"customer_id": summary["customer_id"].array})
     out["p_alive"] = np.clip(np.nan_to_num(p_alive, nan=0.0), 0.0, 1.0)
     out["churn_probability"] = 1.0 - out["p_alive"]
     out["expected_purchases_12m"] = np.maximum(np.nan_to_num(purchases_12m, nan=0.0), 0.0)
