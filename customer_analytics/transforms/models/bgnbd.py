@@ -122,6 +122,9 @@ def _unique_rows(
     n = columns[0].size
     if n == 0:
         return [c[:0] for c in columns], np.zeros(0, dtype=np.intp), np.zeros(0)
+    packed = _packed_unique_rows(columns, weights)
+    if packed is not None:
+        return packed
     order = np.lexsort(columns[::-1])
     sorted_cols = [c[order] for c in columns]
     starts = np.zeros(n, dtype=bool)
@@ -133,6 +136,37 @@ def _unique_rows(
     inverse[order] = group
     w = np.ones(n) if weights is None else weights[order]
     return [c[starts] for c in sorted_cols], inverse, np.bincount(group, weights=w)
+
+
+def _packed_unique_rows(
+    columns: list[np.ndarray], weights: np.ndarray | None
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray] | None:
+    """`_unique_rows` of columns of small whole numbers (counts and days) or of one value (a
+    horizon), or None for any other columns.
+
+    Each row is packed into one 64-bit key, so one sort of integers replaces the lexsort of
+    every column: at a million customers (frequency, recency, T) 0.05 s against 0.19-0.25 s.
+    """
+    ranges = [(c.min(), c.max()) for c in columns]
+    varying = [i for i, (low, high) in enumerate(ranges) if low != high]
+    bits = 63 // max(len(varying), 1)
+    for i in varying:
+        low, high = ranges[i]
+        if not (0 <= low and high < 2**bits) or not np.array_equal(columns[i], np.floor(columns[i])):
+            return None  # fractions, negatives, NaN or values too large to pack
+    key = np.zeros(columns[0].size, dtype=np.int64)
+    for i in varying:
+        key = (key << bits) | columns[i].astype(np.int64)
+    keys, inverse = np.unique(key, return_inverse=True)
+    unique = [np.full(keys.size, ranges[i][0], dtype=c.dtype) for i, c in enumerate(columns)]
+    for position, i in enumerate(varying):
+        shift = bits * (len(varying) - 1 - position)
+        unique[i] = ((keys >> shift) & (2**bits - 1)).astype(columns[i].dtype)
+    if weights is None:
+        counts = np.bincount(inverse, minlength=keys.size).astype(float)
+    else:
+        counts = np.bincount(inverse, weights=weights, minlength=keys.size)
+    return unique, inverse.astype(np.intp, copy=False), counts
 
 
 def _prepare_weights(weights: ArrayLike | None, n: int) -> tuple[np.ndarray | None, str]:

@@ -22,7 +22,7 @@ from customer_analytics.transforms.models import (
     probability_alive,
     simulate_bgnbd_gamma_gamma,
 )
-from customer_analytics.transforms.models.bgnbd import _BgNbdObjective
+from customer_analytics.transforms.models.bgnbd import _BgNbdObjective, _packed_unique_rows, _unique_rows
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "CDNOW_sample.txt"
 CALIBRATION_END = np.datetime64("1997-09-30")
@@ -162,6 +162,46 @@ def test_objective_gradient_matches_finite_differences():
     h = 1e-6
     numeric = [(direct(theta + h * e) - direct(theta - h * e)) / (2 * h) for e in np.eye(4)]
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+def _lexsorted_unique_rows(columns, weights=None):
+    """The reference for `_unique_rows`: a lexsort of the columns, groups where any column changes."""
+    order = np.lexsort(columns[::-1])
+    ordered = [c[order] for c in columns]
+    starts = np.ones(order.size, dtype=bool)
+    for c in ordered:
+        starts[1:] = starts[1:] & (c[1:] == c[:-1])
+    starts = ~starts
+    starts[0] = True
+    group = np.cumsum(starts) - 1
+    inverse = np.empty(order.size, dtype=np.intp)
+    inverse[order] = group
+    return [c[starts] for c in ordered], inverse, np.bincount(group, weights=None if weights is None else weights[order])
+
+
+@pytest.mark.parametrize("case", ["days", "weighted", "horizon", "two columns", "one value"])
+def test_packed_distinct_rows_equal_the_lexsorted_ones(case):
+    """Whole-number columns (and a constant horizon) take the packed path, with the lexsort's rows and order."""
+    rng = np.random.default_rng(7)
+    x, tx, T = (rng.integers(0, high, 5_000).astype(float) for high in (40, 300, 700))
+    columns, weights = {"days": ([x, tx, T], None), "weighted": ([x, tx, T], rng.random(5_000)),
+                        "horizon": ([np.full(5_000, 365.25), x, T], None), "two columns": ([x, T], None),
+                        "one value": ([np.full(5_000, 3.0)], None)}[case]
+    assert _packed_unique_rows(columns, weights) is not None
+    unique, inverse, counts = _unique_rows(columns, weights)
+    expected_unique, expected_inverse, expected_counts = _lexsorted_unique_rows(columns, weights)
+    for got, expected in zip(unique, expected_unique):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(inverse, expected_inverse)
+    np.testing.assert_allclose(counts, expected_counts)
+
+
+@pytest.mark.parametrize("value", [0.5, -1.0, np.nan, 2.0**40])
+def test_columns_that_do_not_pack_take_the_lexsort(value):
+    x = np.array([1.0, 2.0, value, 2.0])
+    assert _packed_unique_rows([x, np.array([3.0, 4.0, 5.0, 4.0])], None) is None
+    unique, inverse, _ = _unique_rows([x, np.array([3.0, 4.0, 5.0, 4.0])])
+    assert inverse[1] == inverse[3] and len(unique[0]) == 3
 
 
 def test_weights_equal_repeated_rows():
