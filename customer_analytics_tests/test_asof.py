@@ -266,13 +266,14 @@ def _random_history(month: date, n: int, seed: int) -> pd.DataFrame:
     })
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_rfm_computed_in_the_warehouse_equals_the_pandas_reference(warehouse, seed):
-    """customer_rfm is scored in SQL; `rfm_table` states the definitions. Ties, and (seed 2) a rule map
-    with gaps, leaving some cells Unclassified, must come out the same."""
+@pytest.mark.parametrize("seed, customers", [(0, 700), (1, 700), (2, 700), (3, 703), (4, 1), (5, 2), (6, 9)])
+def test_rfm_computed_in_the_warehouse_equals_the_pandas_reference(warehouse, seed, customers):
+    """customer_rfm is scored in SQL; `rfm_table` states the definitions. Ties, (seed 2) a rule map
+    with gaps, leaving some cells Unclassified, and customer counts that five does not divide (the
+    score cuts round up) must come out the same."""
     month = date(2025, 3, 1)
     as_of = AsOf.for_month(month)
-    history = _random_history(month, 700, seed)
+    history = _random_history(month, customers, seed)
     warehouse.replace_month(customer_history, month, history)
     if seed == 2:
         rules = DEFAULT_SEGMENT_MAP[DEFAULT_SEGMENT_MAP["rfm_segment"].isin(["Champions", "Lost", "At Risk"])]
@@ -293,4 +294,4 @@ def test_rfm_computed_in_the_warehouse_equals_the_pandas_reference(warehouse, se
         assert (pd.to_datetime(stored[column], utc=True, format="ISO8601") == expected[column]).all(), column
     assert result.segments == expected["rfm_segment"].value_counts().to_dict()
     assert (seed == 2) == ("Unclassified" in result.segments)
-    assert set(stored["r_score"]) <= set(range(1, 6)) and len(set(stored["r_score"])) > 1
+    assert set(stored["r_score"]) <= set(range(1, 6)) and (customers < 100 or len(set(stored["r_score"])) > 1)
