@@ -116,13 +116,22 @@ def test_segment_sums_beside_the_membership_give_the_same_tables(scored_warehous
     def spy(statement, params=None, **options):
         frame = read_frame(statement, params, **options)
         if options.get("lock_timeout"):
-            outcomes.append(len(frame))
+            outcomes.append((len(frame), options.get("parallel_workers", True)))
         return frame
 
     monkeypatch.setattr(warehouse, "read_frame", spy)
     segments.compute_segments(warehouse, MONTH)
-    assert outcomes and outcomes[0] > 0  # the sums were taken on the other connection
+    assert outcomes and outcomes[0][0] > 0  # the sums were taken on the other connection
+    assert outcomes[0][1] is False  # on one backend, not on workers taking the insert's cores
     assert_same(before, segment_tables(warehouse))
+
+
+@on_postgres
+def test_a_read_without_parallel_workers_plans_none_and_leaves_the_next_read_as_it_was(scored_warehouse):
+    setting = "SELECT current_setting('max_parallel_workers_per_gather') AS workers"
+    default = scored_warehouse.read_frame(setting)["workers"].iloc[0]
+    assert scored_warehouse.read_frame(setting, parallel_workers=False)["workers"].iloc[0] == "0"
+    assert default != "0" and scored_warehouse.read_frame(setting)["workers"].iloc[0] == default
 
 
 @on_postgres

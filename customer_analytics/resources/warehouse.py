@@ -293,11 +293,19 @@ class Warehouse:
                     index.create(connection, checkfirst=True)
         self._tables_ready = True
 
-    def read_frame(self, statement, params: dict | None = None, *, lock_timeout: str | None = None) -> pd.DataFrame:
-        """A query's rows; `lock_timeout` (PostgreSQL, e.g. `GIVE_WAY`) bounds its waits for a lock."""
+    def read_frame(self, statement, params: dict | None = None, *, lock_timeout: str | None = None,
+                   parallel_workers: bool = True) -> pd.DataFrame:
+        """A query's rows.
+
+        On PostgreSQL, `lock_timeout` (e.g. `GIVE_WAY`) bounds its waits for a lock, and
+        `parallel_workers=False` keeps it on its own backend: for a query beside another
+        connection's work, where workers would only take the cores that work runs on.
+        """
         with self.connect() as connection:
             if lock_timeout and self.dialect == "postgresql":
                 set_lock_timeout(connection, lock_timeout)
+            if not parallel_workers and self.dialect == "postgresql":
+                set_local(connection, "max_parallel_workers_per_gather", "0")
             result = connection.execute(statement if not isinstance(statement, str) else text(statement), params or {})
             names = list(result.keys())
             rows = result.fetchall()
@@ -448,7 +456,12 @@ GIVE_WAY = "5s"
 
 def set_lock_timeout(connection: Connection, timeout: str) -> None:
     """Bound each wait for a lock of the rest of `connection`'s transaction (PostgreSQL)."""
-    connection.execute(text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
+    set_local(connection, "lock_timeout", timeout)
+
+
+def set_local(connection: Connection, setting: str, value: str) -> None:
+    """Set a PostgreSQL setting for the rest of `connection`'s transaction."""
+    connection.execute(text("SELECT set_config(:setting, :value, true)"), {"setting": setting, "value": value})
 
 
 def _giving_way(function, *args):
