@@ -125,10 +125,11 @@ def test_rfm_and_clv_scored_side_by_side_equal_them_scored_one_by_one(warehouse,
 
 @pytest.mark.postgres
 def test_on_postgres_rfm_is_scored_while_clv_is(pg_warehouse, monkeypatch):
-    clv_started, rfm_threads = threading.Event(), []
+    clv_started, rfm_threads, rfm_options = threading.Event(), [], []
 
     def rfm(*args, **kwargs):
         rfm_threads.append(threading.current_thread().name)
+        rfm_options.append(kwargs.get("parallel_workers", True))
         assert clv_started.wait(timeout=30), "RFM was scored before CLV started, not beside it"
         return "rfm"
 
@@ -141,6 +142,7 @@ def test_on_postgres_rfm_is_scored_while_clv_is(pg_warehouse, monkeypatch):
     result = compute_scores(pg_warehouse, AsOf.for_month(date(2025, 1, 1)))
     assert (result.rfm, result.clv) == ("rfm", "clv")
     assert rfm_threads and rfm_threads[0] != threading.current_thread().name
+    assert rfm_options == [False], "beside CLV, RFM's queries leave CLV its core (no parallel workers)"
 
 
 @pytest.mark.postgres

@@ -127,11 +127,14 @@ def test_segment_sums_beside_the_membership_give_the_same_tables(scored_warehous
 
 
 @on_postgres
-def test_a_read_without_parallel_workers_plans_none_and_leaves_the_next_read_as_it_was(scored_warehouse):
+def test_without_parallel_workers_a_read_or_a_replacement_plans_none_and_the_next_one_may(scored_warehouse):
     setting = "SELECT current_setting('max_parallel_workers_per_gather') AS workers"
     default = scored_warehouse.read_frame(setting)["workers"].iloc[0]
     assert scored_warehouse.read_frame(setting, parallel_workers=False)["workers"].iloc[0] == "0"
     assert default != "0" and scored_warehouse.read_frame(setting)["workers"].iloc[0] == default
+    for parallel_workers, expected in ((False, "0"), (True, default)):
+        with scored_warehouse.replace(lock_name="test/workers", parallel_workers=parallel_workers) as replacement:
+            assert replacement.query(setting, {})["workers"].iloc[0] == expected
 
 
 @on_postgres

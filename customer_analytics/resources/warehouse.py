@@ -389,19 +389,21 @@ class Warehouse:
             replacement.append(table, frame)
 
     @contextlib.contextmanager
-    def replace(self, *, lock_name: str | tuple[str, ...], lock_timeout: str | None = None) -> Iterator["Replacement"]:
+    def replace(self, *, lock_name: str | tuple[str, ...], lock_timeout: str | None = None,
+                parallel_workers: bool = True) -> Iterator["Replacement"]:
         """Stage rows for several tables, then publish them all in one transaction.
 
         `lock_name` names what is being replaced (e.g. `raw_events/2025-01`), or a tuple of such
         names: two replacements sharing a name never run at once on PostgreSQL (on SQLite the
         write lock serializes). The locks are held from the start, so rows read after entering
         cannot be replaced by another writer of the same names before these are published.
-        `lock_timeout` (PostgreSQL, e.g. `GIVE_WAY`) bounds each wait for a lock of its statements.
+        `lock_timeout` (PostgreSQL, e.g. `GIVE_WAY`) bounds each wait for a lock of its statements, and
+        `parallel_workers=False` keeps its queries on its own backend (see `read_frame`).
         """
         self.ensure_tables()
         with self.connect() as connection:
             replacement = Replacement(self, connection, (lock_name,) if isinstance(lock_name, str) else lock_name,
-                                      lock_timeout)
+                                      lock_timeout, parallel_workers=parallel_workers)
             try:
                 replacement.open()
                 yield replacement
@@ -488,11 +490,12 @@ class Replacement:
     """Rows staged for publication; see `Warehouse.replace`."""
 
     def __init__(self, warehouse: Warehouse, connection: Connection, lock_names: tuple[str, ...],
-                 lock_timeout: str | None = None):
+                 lock_timeout: str | None = None, *, parallel_workers: bool = True):
         self.warehouse = warehouse
         self.connection = connection
         self.lock_names = lock_names
         self.lock_timeout = lock_timeout
+        self.parallel_workers = parallel_workers
         self._token = uuid.uuid4().hex[:10]
         self._staging: dict[str, str] = {}  # table name -> quoted staging table
         self._deletes: list[tuple[Table, ColumnElement]] = []
@@ -513,6 +516,8 @@ class Replacement:
         self._transaction = self.connection.begin()
         if self.postgres and self.lock_timeout:
             set_lock_timeout(self.connection, self.lock_timeout)
+        if self.postgres and not self.parallel_workers:
+            set_local(self.connection, "max_parallel_workers_per_gather", "0")
         if self.postgres:
             # Always the same order, so two writers needing overlapping locks cannot deadlock.
             for name in sorted(set(self.lock_names)):
