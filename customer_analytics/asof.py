@@ -133,7 +133,7 @@ RFM_CUTS_SQL = """f AS (
     SELECT {cuts} FROM h
 )"""
 RFM_CUT_SQL = "percentile_disc((SELECT fractions FROM f)) WITHIN GROUP (ORDER BY h.{column}) AS {name}_cuts"
-RFM_CUT_FRACTION_SQL = "CAST((CEIL(n * {s} / 5.0) - 0.5) / n AS DOUBLE PRECISION)"
+RFM_CUT_FRACTION_SQL = "CAST((CEIL(n * {s} / 5.0) - 0.5) / NULLIF(n, 0) AS DOUBLE PRECISION)"
 RFM_ABOVE_CUTS_SQL = "1 + " + " + ".join(f"CASE WHEN h.{{column}} > cuts.{{name}}_cuts[{s}] THEN 1 ELSE 0 END" for s in range(1, 5))
 # SQLite (no percentile_disc): the score of each distinct value is computed once and joined back.
 RFM_VALUE_SCORES_SQL = """{counts}, n AS (

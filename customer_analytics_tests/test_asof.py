@@ -268,6 +268,15 @@ def _random_history(month: date, n: int, seed: int) -> pd.DataFrame:
     })
 
 
+def test_rfm_of_a_month_without_customers_is_empty(warehouse):
+    """No history rows: no scores, and no division by a customer count of zero."""
+    as_of = AsOf.for_month(date(2025, 3, 1))
+    warehouse.ensure_tables()
+    result = compute_rfm(warehouse, as_of)
+    assert (result.rows, result.history_customers, result.segments) == (0, 0, {})
+    assert stored_rfm(warehouse, as_of.month).empty
+
+
 @pytest.mark.parametrize("seed, customers", [(0, 700), (1, 700), (2, 700), (3, 703), (4, 1), (5, 2), (6, 9)])
 def test_rfm_computed_in_the_warehouse_equals_the_pandas_reference(warehouse, seed, customers):
     """customer_rfm is scored in SQL; `rfm_table` states the definitions. Ties, (seed 2) a rule map
