@@ -302,10 +302,8 @@ class Warehouse:
         connection's work, where workers would only take the cores that work runs on.
         """
         with self.connect() as connection:
-            if lock_timeout and self.dialect == "postgresql":
-                set_lock_timeout(connection, lock_timeout)
-            if not parallel_workers and self.dialect == "postgresql":
-                set_local(connection, "max_parallel_workers_per_gather", "0")
+            if self.dialect == "postgresql":
+                limit_transaction(connection, lock_timeout=lock_timeout, parallel_workers=parallel_workers)
             result = connection.execute(statement if not isinstance(statement, str) else text(statement), params or {})
             names = list(result.keys())
             rows = result.fetchall()
@@ -456,14 +454,13 @@ class BackgroundCopier:
 GIVE_WAY = "5s"
 
 
-def set_lock_timeout(connection: Connection, timeout: str) -> None:
-    """Bound each wait for a lock of the rest of `connection`'s transaction (PostgreSQL)."""
-    set_local(connection, "lock_timeout", timeout)
-
-
-def set_local(connection: Connection, setting: str, value: str) -> None:
-    """Set a PostgreSQL setting for the rest of `connection`'s transaction."""
-    connection.execute(text("SELECT set_config(:setting, :value, true)"), {"setting": setting, "value": value})
+def limit_transaction(connection: Connection, *, lock_timeout: str | None = None, parallel_workers: bool = True) -> None:
+    """For the rest of `connection`'s transaction (PostgreSQL): bound each wait for a lock by
+    `lock_timeout`, and with `parallel_workers=False` plan no parallel workers."""
+    settings = {"lock_timeout": lock_timeout, "max_parallel_workers_per_gather": None if parallel_workers else "0"}
+    for setting, value in settings.items():
+        if value is not None:
+            connection.execute(text("SELECT set_config(:setting, :value, true)"), {"setting": setting, "value": value})
 
 
 def _giving_way(function, *args):
@@ -514,10 +511,8 @@ class Replacement:
 
     def open(self) -> None:
         self._transaction = self.connection.begin()
-        if self.postgres and self.lock_timeout:
-            set_lock_timeout(self.connection, self.lock_timeout)
-        if self.postgres and not self.parallel_workers:
-            set_local(self.connection, "max_parallel_workers_per_gather", "0")
+        if self.postgres:
+            limit_transaction(self.connection, lock_timeout=self.lock_timeout, parallel_workers=self.parallel_workers)
         if self.postgres:
             # Always the same order, so two writers needing overlapping locks cannot deadlock.
             for name in sorted(set(self.lock_names)):

@@ -162,10 +162,7 @@ def _packed_unique_rows(
     for position, i in enumerate(varying):
         shift = bits * (len(varying) - 1 - position)
         unique[i] = ((keys >> shift) & (2**bits - 1)).astype(columns[i].dtype)
-    if weights is None:
-        counts = np.bincount(inverse, minlength=keys.size).astype(float)
-    else:
-        counts = np.bincount(inverse, weights=weights, minlength=keys.size)
+    counts = np.bincount(inverse, weights=weights, minlength=keys.size).astype(float, copy=False)
     return unique, inverse.astype(np.intp, copy=False), counts
 
 
