@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import func, select
 
-from customer_analytics.asof import AsOf, customer_history, stamp_as_of
+from customer_analytics.asof import AsOf, customer_history, segment_map, stamp_as_of
 from customer_analytics.config import ConfigError, add_months, month_key
 from customer_analytics.resources.tables import (
     clv_model_fits,
@@ -41,7 +41,6 @@ from customer_analytics.resources.tables import (
     segment_migration,
 )
 from customer_analytics.resources.warehouse import Warehouse
-from customer_analytics.rfm import segment_map
 from customer_analytics.segments import segment_members
 from customer_analytics.transforms import segments as segment_transforms
 from customer_analytics.transforms.clv_scores import ClvFits, ClvSettings, btyd_summary, score_customers

@@ -10,22 +10,18 @@ import pandas as pd
 import pyarrow as pa
 from sqlalchemy import select
 
+from customer_analytics.asof import segment_map
 from customer_analytics.config import add_months
 from customer_analytics.resources.tables import (
     customer_clv,
-    customer_history,
-    customer_history_builds,
     customer_profiles,
     customer_rfm,
     customer_segments,
-    rfm_cuts,
-    rfm_segment_grid,
     segment_definitions,
     segment_metrics,
     segment_migration,
 )
 from customer_analytics.resources.warehouse import GIVE_WAY, Warehouse, arrow_types
-from customer_analytics.rfm import rfm_month_sql, segment_map
 from customer_analytics.transforms import segments as transforms
 from customer_analytics.transforms.clv_scores import ClvSettings
 
@@ -85,20 +81,12 @@ def segment_members(warehouse: Warehouse, month: date) -> pd.DataFrame:
 
 
 def month_tables(warehouse: Warehouse, month: date) -> dict[str, str]:
-    """SQL for the segment queries of `month`: its own customer_clv partition and customer_rfm rows
-    (`rfm_month_sql`), the previous month's customer_segments, and customer_profiles (see
-    `Warehouse.partition_of`)."""
+    """SQL names for the segment queries of `month`: its own customer_clv and customer_rfm partitions,
+    the previous month's customer_segments, and customer_profiles (see `Warehouse.partition_of`)."""
     return {"customer_clv": warehouse.partition_of("customer_clv", month),
-            "customer_rfm": rfm_month_sql(warehouse, month),
+            "customer_rfm": warehouse.partition_of("customer_rfm", month),
             "customer_segments": warehouse.partition_of("customer_segments", add_months(month, -1)),
             "customer_profiles": warehouse.qualified("customer_profiles")}
-
-
-def month_reads(warehouse: Warehouse, month: date) -> list[str]:
-    """The tables `month_tables` reads, by SQL name (for `Replacement.beside`)."""
-    return [warehouse.partition_of("customer_clv", month), warehouse.partition_of(customer_history.name, month),
-            *(warehouse.qualified(table.name) for table in (rfm_cuts, rfm_segment_grid, customer_history_builds)),
-            warehouse.partition_of("customer_segments", add_months(month, -1)), warehouse.qualified("customer_profiles")]
 
 
 def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", computed_at: datetime | None = None) -> SegmentTables:
@@ -132,7 +120,7 @@ def compute_segments(warehouse: Warehouse, month: date, *, run_id: str = "", com
         # workers: medians of three in turns).
         sums = partial(warehouse.read_frame, cells_sql, warehouse.sql_params(params), lock_timeout=GIVE_WAY,
                        parallel_workers=False)
-        with replacement.beside(sums, reads=month_reads(warehouse, month)) as cell_rows:
+        with replacement.beside(sums, reads=list(names.values())) as cell_rows:
             customers = replacement.append_select(customer_segments, [c.name for c in customer_segments.columns],
                                                   SEGMENTS_SQL.format(members=members), params)
         cells = cell_rows.result()

@@ -31,7 +31,6 @@ from customer_analytics.resources.tables import (
     customer_week_summary,
 )
 from customer_analytics.resources.warehouse import GIVE_WAY, Replacement, Warehouse
-from customer_analytics.rfm import stage_rfm_cuts
 
 # The month's purchases, read where each query needs them: on PostgreSQL from the covering index
 # of purchases (`raw_events_purchases_idx`), in customer order, so the month summary groups them by
@@ -262,8 +261,7 @@ def month_as_of(month: date, now: datetime | None = None) -> datetime:
     return min(end, now)
 
 
-def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, computed_at: datetime | None = None,
-                    run_id: str = "") -> dict:
+def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, computed_at: datetime | None = None) -> dict:
     """Replace `month`'s customer-month and customer-week summaries, customer history and cohort activity;
     returns row counts.
 
@@ -297,7 +295,7 @@ def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, compu
             )
             built_at = datetime.now(timezone.utc)
             history = build_history(warehouse, replacement, month, purchases, incremental=incremental, as_of=as_of,
-                                    computed_at=computed_at, built_at=built_at, run_id=run_id)
+                                    computed_at=computed_at, built_at=built_at)
         weeks, week_activity = beside.result() or (None, None)
         if weeks is None:  # SQLite, or the other connection gave way: staged here
             weeks = stage_weeks(warehouse, replacement, month, purchases, params)
@@ -403,7 +401,7 @@ def extendable_history(warehouse: Warehouse, month: date) -> bool:
 
 
 def build_history(warehouse: Warehouse, replacement: Replacement, month: date, purchases: str, *, incremental: bool,
-                  as_of: datetime, computed_at: datetime, built_at: datetime, run_id: str = "") -> dict:
+                  as_of: datetime, computed_at: datetime, built_at: datetime) -> dict:
     """Stage `month`'s customer_history (after its summaries, in the same replacement): extending the
     previous month's when `incremental` (`extendable_history`), else rebuilt from every summary.
 
@@ -441,9 +439,4 @@ def build_history(warehouse: Warehouse, replacement: Replacement, month: date, p
         "as_of_month": pd.Timestamp(month), "method": "incremental" if incremental else "full",
         "built_at": pd.Timestamp(built_at), "as_of": pd.Timestamp(as_of), "customers": customers,
     }]))
-    # customer_rfm (a view) scores a month's history against the month's cuts: a scored month's history is
-    # published with cuts taken from it, never paired with another history's.
-    stage_rfm_cuts(warehouse, replacement, month, as_of_date=(as_of - timedelta(microseconds=1)).date(), history=staged,
-                   builds=replacement.staged(customer_history_builds), computed_at=computed_at, run_id=run_id,
-                   only_scored=True)
     return {"history_customers": customers, "history_method": "incremental" if incremental else "full"}

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from sqlalchemy import inspect, text
 
-from customer_analytics.resources.tables import RFM_CURRENT_CUTS
 from customer_analytics.resources.warehouse import Warehouse, lock_key
 
 # Thresholds of customer_segmentation_suggestions (documented in the README, section BI views).
@@ -34,9 +33,6 @@ def _purchases_per_customer(wh: Warehouse) -> str:
 
 
 def _latest(wh: Warehouse, table: str) -> str:
-    if table == "customer_rfm":  # a view over every month's history: its months are those of its current cuts
-        return (f"(SELECT MAX(c.as_of_month) FROM {wh.qualified('rfm_cuts')} AS c LEFT JOIN {wh.qualified('customer_history_builds')} "
-                f"AS b ON b.as_of_month = c.as_of_month WHERE {RFM_CURRENT_CUTS})")
     return f"(SELECT MAX(as_of_month) FROM {wh.qualified(table)})"
 
 
@@ -153,7 +149,7 @@ def _customer_segmentation_suggestions(wh: Warehouse) -> str:
         "LEFT JOIN (\n"
         "  SELECT e.customer_id, COUNT(DISTINCT e.session_id) AS sessions_30d\n"
         f"  FROM {wh.qualified('raw_events')} AS e\n"
-        f"  JOIN (SELECT as_of_date FROM {wh.qualified('rfm_cuts')} WHERE as_of_month = {latest}) AS w\n"
+        f"  JOIN (SELECT MAX(as_of_date) AS as_of_date FROM {rfm} WHERE as_of_month = {latest}) AS w\n"
         f"    ON e.event_date > {window_start} AND e.event_date <= w.as_of_date\n"
         "  GROUP BY e.customer_id\n"
         ") AS b ON b.customer_id = r.customer_id\n"

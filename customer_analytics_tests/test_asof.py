@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from customer_analytics import asof
-from customer_analytics.asof import AsOf, compute_clv, compute_rfm, compute_scores
+from customer_analytics.asof import AsOf, compute_clv, compute_rfm, compute_scores, segment_map
 from customer_analytics.asof import customer_history as customer_history_frame
 from customer_analytics.config import add_months
 from customer_analytics.loading import load_events_month
@@ -23,15 +23,10 @@ from customer_analytics.resources.tables import (
     clv_model_fits,
     customer_clv,
     customer_history,
-    customer_history_builds,
     customer_month_summary,
     customer_rfm,
-    rfm_cuts,
-    rfm_segment_grid,
     rfm_segment_map,
 )
-from customer_analytics.resources.warehouse import Warehouse
-from customer_analytics.rfm import segment_map
 from customer_analytics.summaries import summarize_month
 from customer_analytics.transforms.clv_scores import ClvSettings
 from customer_analytics.transforms.rfm import DEFAULT_SEGMENT_MAP, rfm_table
@@ -311,72 +306,3 @@ def test_rfm_computed_in_the_warehouse_equals_the_pandas_reference(warehouse, se
     assert result.segments == expected["rfm_segment"].value_counts().to_dict()
     assert (seed == 2) == ("Unclassified" in result.segments)
     assert set(stored["r_score"]) <= set(range(1, 6)) and (customers < 100 or len(set(stored["r_score"])) > 1)
-
-
-def _rfm_figures(warehouse, month: date) -> list[tuple]:
-    rows = stored_rfm(warehouse, month)
-    return list(rows[["customer_id", "recency_days", "frequency", "monetary", "rfm_score", "rfm_segment"]]
-                .astype(str).itertuples(index=False, name=None))
-
-
-def test_a_rebuilt_history_of_a_scored_month_is_published_with_its_scores(warehouse, shop):
-    """customer_rfm is a view over customer_history: the summaries step scores a scored month's new history in
-    the same transaction, so the view never shows new totals against the old cuts, nor a gap."""
-    month, last = date(2025, 2, 1), date(2025, 3, 1)
-    build(warehouse, shop, date(2025, 1, 1), last, until=month)
-    as_of = AsOf.for_month(month)
-    compute_rfm(warehouse, as_of)
-    before = _rfm_figures(warehouse, month)
-    write_ndjson(shop / "events" / "b.ndjson", [event(f"late{i}", f"dave{i}", f"2025-02-{10 + i} 10:00:00", price=500.0 + i)
-                                                for i in range(4)])
-    load_events_month(warehouse, str(shop), month, first_month=date(2025, 1, 1), last_month=last)
-    summarize_month(warehouse, month, as_of=as_of.instant)
-    after = stored_rfm(warehouse, month).set_index("customer_id")
-    expected = rfm_table(customer_history_frame(warehouse, as_of), as_of.day, segment_map(warehouse)).set_index("customer_id")
-    assert len(after) == 6 and after.index.equals(expected.index)  # alice, bob and the four newcomers
-    for column in ("recency_days", "frequency", "rfm_score", "rfm_segment"):
-        assert after[column].astype(str).tolist() == expected[column].astype(str).tolist(), column
-    assert _rfm_figures(warehouse, month) != before
-    assert after.loc["alice", "m_score"] < 5, "the newcomers' spend moved alice down: the cuts were taken again"
-
-
-def test_a_month_whose_history_changed_otherwise_is_hidden_until_it_is_scored_again(warehouse, shop):
-    month = date(2025, 2, 1)
-    build(warehouse, shop, date(2025, 1, 1), date(2025, 3, 1), until=month)
-    compute_rfm(warehouse, AsOf.for_month(month))
-    scored = _rfm_figures(warehouse, month)
-    assert len(scored) == 2
-    # Another build of the month's history than the one its cuts were taken from.
-    with warehouse.begin() as connection:
-        connection.execute(customer_history_builds.update().where(customer_history_builds.c.as_of_month == month)
-                           .values(built_at=datetime(2030, 1, 1, tzinfo=timezone.utc)))
-    assert stored_rfm(warehouse, month).empty
-    assert len(stored_rfm(warehouse, date(2025, 1, 1))) == 0, "January was never scored"
-    result = compute_rfm(warehouse, AsOf.for_month(month))
-    assert (result.rows, result.history_customers) == (2, 2)
-    assert _rfm_figures(warehouse, month) == scored
-
-
-def test_an_earlier_versions_rfm_table_is_kept_and_its_months_scored_again(warehouse, shop):
-    """An earlier version stored customer_rfm as a table: upgrading keeps its rows as customer_rfm_retired and
-    scores each month it held from the month's history."""
-    build(warehouse, shop, date(2025, 1, 1), date(2025, 3, 1), until=date(2025, 2, 1))
-    for month in (date(2025, 1, 1), date(2025, 2, 1)):
-        compute_rfm(warehouse, AsOf.for_month(month), run_id="old")
-    scored = {month: _rfm_figures(warehouse, month) for month in (date(2025, 1, 1), date(2025, 2, 1))}
-    rfm, old = warehouse.qualified("customer_rfm"), warehouse.qualified("customer_rfm_old")
-    with warehouse.begin() as connection:  # what the earlier version left: a table, and no cuts
-        connection.execute(text(f"CREATE TABLE {old} AS SELECT * FROM {rfm}"))
-        connection.execute(text(f"DROP VIEW {rfm}"))
-        connection.execute(text(f"ALTER TABLE {old} RENAME TO {warehouse.quote('customer_rfm')}"))
-        connection.execute(rfm_cuts.delete())
-        connection.execute(rfm_segment_grid.delete())
-    upgraded = Warehouse(warehouse.url, warehouse.schema)
-    upgraded.ensure_tables()
-    for month, figures in scored.items():
-        assert _rfm_figures(upgraded, month) == figures
-        assert set(stored_rfm(upgraded, month)["run_id"]) == {"upgrade"}
-    retired = upgraded.read_frame(text(f"SELECT customer_id, run_id FROM {warehouse.qualified('customer_rfm_retired')}"))
-    assert len(retired) == 4 and set(retired["run_id"]) == {"old"}
-    Warehouse(warehouse.url, warehouse.schema).ensure_tables()  # once upgraded, nothing more to do
-    assert upgraded.read_frame(text(f"SELECT COUNT(*) AS n FROM {warehouse.qualified('customer_rfm_retired')}"))["n"][0] == 4

@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 
 from customer_analytics import cli
 from customer_analytics.cli import main
-from customer_analytics.resources.tables import customer_clv, customer_profiles, is_view, metadata, raw_events, rerun_requests
+from customer_analytics.resources.tables import customer_clv, customer_profiles, metadata, raw_events, rerun_requests
 from customer_analytics.views import VIEW_NAMES
 from customer_analytics_tests.conftest import IN_CI, _drop_schema, _fresh_postgres, _postgres_or_skip
 from customer_analytics_tests.landing_builder import event, write_csv, write_ndjson
@@ -226,8 +226,8 @@ def test_bi_role_reads_every_table_and_view_and_can_change_nothing(secured, secu
     relations = _relations(warehouse)
     views = {name for name, kind in relations.items() if kind in ("v", "m")}
     tables = {name for name, kind in relations.items() if kind in ("r", "p")}
-    assert views == set(VIEW_NAMES) | {t.name for t in metadata.sorted_tables if is_view(t)}
-    assert {t.name for t in metadata.sorted_tables if not is_view(t)} <= tables
+    assert views == set(VIEW_NAMES)
+    assert {t.name for t in metadata.sorted_tables} <= tables
     # The catalog: USAGE on the schema, SELECT on each relation and on future ones; no powers, no memberships.
     assert _privileges(warehouse, role) == (
         {("schema", schema, "USAGE"), ("default", "r", "SELECT"), ("attribute", "login", "true"),
@@ -579,8 +579,7 @@ def test_injection_strings_in_landing_files_load_literally_and_every_table_survi
         assert main(["materialize", "--from", "2025-01", "--to", "2025-01"]) == 0, capsys.readouterr().out
 
         tables, views = _tables_and_views(warehouse)
-        assert {t.name for t in metadata.sorted_tables if not is_view(t)} <= tables
-        assert set(VIEW_NAMES) | {t.name for t in metadata.sorted_tables if is_view(t)} <= views
+        assert {t.name for t in metadata.sorted_tables} <= tables and set(VIEW_NAMES) <= views
         loaded = warehouse.read_frame(select(raw_events.c.event_id, raw_events.c.customer_id, raw_events.c.country))
         expected_ids = {f"{i}#{n}" for i in INJECTIONS for n in (1, 2)}
         assert set(loaded["event_id"]) == expected_ids, "every id loaded exactly as written"

@@ -13,12 +13,10 @@ from customer_analytics.assets.views import bi_views
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import (
     customer_clv,
-    customer_history,
     customer_profiles,
+    customer_rfm,
     customer_segments,
     raw_events,
-    rfm_cuts,
-    rfm_segment_grid,
     segment_metrics,
 )
 from customer_analytics.views import VIEW_NAMES, VIEW_TABLES, create_views, view_sql
@@ -56,11 +54,9 @@ PERSONAL_VALUES = {v for p in PROFILES for v in p[1:4]}
 # as_of_month -> customer_id, recency_days, frequency, monetary, m_score (hand-set, not derived from the events)
 RFM = {
     "2025-01": [("c1", 26, 1, 20.0, 4), ("c2", 11, 1, 100.0, 5), ("c3", 28, 1, 3.0, 1), ("c7", 5, 2, 50.0, 5)],
-    "2025-02": [("c1", 18, 2, 250.0, 5), ("c2", 95, 1, 100.0, 4), ("c3", 56, 1, 3.0, 1), ("c5", 27, 1, 15.0, 2),
+    "2025-02": [("c1", 18, 2, 25.0, 5), ("c2", 95, 1, 100.0, 4), ("c3", 56, 1, 3.0, 1), ("c5", 27, 1, 15.0, 2),
                 ("c6", 40, 3, 60.0, 3), ("c8", 30, 1, 200.0, 5), ("c9", 90, 2, 80.0, 4)],
 }
-# customer_rfm is a view: the monetary cuts (hand-set too) that give the m_score above.
-M_CUTS = {"2025-01": (3.0, 5.0, 10.0, 20.0), "2025-02": (3.0, 15.0, 60.0, 100.0)}
 AS_OF_DATE = {"2025-01": "2025-01-31", "2025-02": "2025-02-28"}
 
 # as_of_month -> customer_id, clv_score, predicted_revenue_24m, churn_probability, segment
@@ -119,34 +115,6 @@ def _events_frame(rows) -> pd.DataFrame:
     return frame
 
 
-def _score_rfm(warehouse, month: str, as_of_date: pd.Timestamp) -> None:
-    """The month's customer_rfm rows of `RFM`: a history with their figures, scored against `M_CUTS` (and R and
-    F cuts that leave every R and F score 3), every cell named 'Needs Attention'."""
-    rfm = pd.DataFrame(RFM[month], columns=["customer_id", "recency_days", "frequency", "monetary", "m_score"])
-    first = pd.Timestamp("2025-01-01", tz=UTC)
-    last_date = as_of_date - pd.to_timedelta(rfm["recency_days"], unit="D")
-    history = pd.DataFrame({
-        "as_of_month": pd.Timestamp(_month(month)), "customer_id": rfm["customer_id"], "purchases": rfm["frequency"],
-        "revenue": rfm["monetary"], "purchase_days": rfm["frequency"], "positive_days": rfm["frequency"],
-        "positive_day_revenue": rfm["monetary"], "first_purchase_at": first,
-        "last_purchase_at": last_date.dt.tz_localize(UTC), "first_purchase_date": first.tz_localize(None),
-        "last_purchase_date": last_date, "first_month": pd.Timestamp("2025-01-01"), "first_day_revenue": 1.0,
-        "revenue_30d": 1.0, "revenue_90d": 1.0, "as_of": as_of_date.tz_localize(UTC) + pd.Timedelta(days=1),
-        "computed_at": NOW})
-    _replace_month(warehouse, customer_history, month, history)
-    middle = last_date.min() - pd.Timedelta(days=1), last_date.max()
-    cuts = {"as_of_month": pd.Timestamp(_month(month)), "as_of_date": as_of_date, "customers": len(rfm),
-            **{f"r_cut_{s}": middle[s > 2] for s in range(1, 5)},  # 2 below every date, 2 at or above
-            **{f"f_cut_{s}": (0, 0, 99, 99)[s - 1] for s in range(1, 5)},
-            **{f"m_cut_{s}": M_CUTS[month][s - 1] for s in range(1, 5)}, "computed_at": NOW, "run_id": "r1"}
-    grid = pd.MultiIndex.from_product([range(1, 6), range(1, 6)], names=["r_score", "fm_score"]).to_frame(index=False)
-    with warehouse.replace(lock_name=f"test/rfm/{month}") as r:
-        r.delete_where(rfm_cuts, rfm_cuts.c.as_of_month == _month(month))
-        r.append(rfm_cuts, pd.DataFrame([cuts]))
-        r.delete_where(rfm_segment_grid, rfm_segment_grid.c.as_of_month == _month(month))
-        r.append(rfm_segment_grid, grid.assign(as_of_month=pd.Timestamp(_month(month)), rfm_segment="Needs Attention"))
-
-
 def _load(warehouse) -> None:
     events = _events_frame(EVENTS)
     for month, rows in events.groupby(events["event_month"].dt.strftime("%Y-%m")):
@@ -157,7 +125,12 @@ def _load(warehouse) -> None:
     _replace_table(warehouse, customer_profiles, profiles, "customer_id")
     for month in ("2025-01", "2025-02"):
         as_of_date = pd.Timestamp(AS_OF_DATE[month])
-        _score_rfm(warehouse, month, as_of_date)
+        rfm = pd.DataFrame(RFM[month], columns=["customer_id", "recency_days", "frequency", "monetary", "m_score"])
+        rfm = rfm.assign(as_of_month=pd.Timestamp(_month(month)), first_purchase_at=pd.Timestamp("2025-01-01", tz=UTC),
+                         last_purchase_at=pd.Timestamp("2025-01-02", tz=UTC), avg_order_value=1.0, r_score=3,
+                         f_score=3, rfm_score="333", rfm_segment="Needs Attention", fm_score=3,
+                         as_of_date=as_of_date, computed_at=NOW, run_id="r1")
+        _replace_month(warehouse, customer_rfm, month, rfm)
         clv = pd.DataFrame(CLV[month], columns=["customer_id", "clv_score", "predicted_revenue_24m",
                                                 "churn_probability", "segment"])
         # BG/NBD frequency/recency deliberately differ from customer_rfm's: the view must show RFM's.
@@ -313,7 +286,7 @@ def test_segment_customers_shows_the_latest_month_without_personal_data(loaded):
                           "lifetime_value, clv_score, predicted_revenue_24m, previous_segment FROM {segment_customers} "
                           "ORDER BY customer_id")
     assert rows == [
-        ("2025-02-01", "c1", "high", "Champions", "US", "New York", "New York", 30, 250.0, 90, 40.0, "medium"),
+        ("2025-02-01", "c1", "high", "Champions", "US", "New York", "New York", 30, 25.0, 90, 40.0, "medium"),
         ("2025-02-01", "c2", "at_risk", "Can't Lose Them", "DE", "Berlin", "", 41, 100.0, 60, 20.0, None),
         ("2025-02-01", "c3", "low", "Hibernating", "US", "New York", "New York", 25, 3.0, 5, 1.5, None),
         ("2025-02-01", "c5", "medium", "New Customers", None, None, None, None, 15.0, 40, 12.0, None),
@@ -342,7 +315,7 @@ def test_customer_clv_latest_shows_only_the_latest_month_with_rfm_figures(loaded
                                   "recency, frequency, monetary, segment, computed_at FROM {customer_clv_latest} "
                                   "ORDER BY customer_id"), 9)
     assert rows == [
-        ("2025-02-01", "c1", 90, 40.0, 0.25, 18, 2, 250.0, "high", "2025-03-01 06:00"),
+        ("2025-02-01", "c1", 90, 40.0, 0.25, 18, 2, 25.0, "high", "2025-03-01 06:00"),
         ("2025-02-01", "c2", 60, 20.0, 0.75, 95, 1, 100.0, "at_risk", "2025-03-01 06:00"),
         ("2025-02-01", "c3", 5, 1.5, 0.3, 56, 1, 3.0, "low", "2025-03-01 06:00"),
         ("2025-02-01", "c5", 40, 12.0, 0.2, 27, 1, 15.0, "medium", "2025-03-01 06:00"),
@@ -410,8 +383,7 @@ def test_views_with_a_missing_base_table_are_skipped_with_the_reason(loaded):
     schema = loaded.schema if loaded.dialect == "postgresql" else None
     with loaded.connect() as connection:
         views = set(inspect(connection).get_view_names(schema=schema))
-    # No stale copies left (customer_rfm is a view of the contract, not a BI view).
-    assert views == set(VIEW_NAMES) - {"segment_metrics_latest", "segment_customers"} | {"customer_rfm"}
+    assert views == set(VIEW_NAMES) - {"segment_metrics_latest", "segment_customers"}  # no stale copies left
     _drop_table(loaded, "customer_clv")
     results = create_views(loaded)
     assert results["segment_customers"] == "skipped: missing tables customer_segments, customer_clv"

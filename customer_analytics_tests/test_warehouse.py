@@ -172,7 +172,8 @@ def test_ids_compare_bytewise_and_lead_the_keys_of_swapped_in_months(pg_warehous
         "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = :schema AND i.indisprimary", {"schema": pg_warehouse.schema}).set_index("table_name")["definition"]
     assert keys["raw_events_2025_03"].endswith("(event_id, event_month)")
-    for table in ("customer_month_summary", "customer_week_summary", "customer_history", "customer_clv", "customer_segments"):
+    for table in ("customer_month_summary", "customer_week_summary", "customer_history", "customer_rfm",
+                  "customer_clv", "customer_segments"):
         assert "(customer_id, " in keys[table], keys[table]
 
 
@@ -265,25 +266,23 @@ def test_the_planner_estimates_joins_of_one_month_from_the_parents_statistics(pg
     """Swapping in a new month analyzes the partitioned parent: a one-month join is estimated near its true
     size (without parent statistics PostgreSQL assumes 200 distinct ids, and a million-row join goes by
     nested loop)."""
-    from customer_analytics.resources.tables import customer_month_summary, customer_segments
+    from customer_analytics.resources.tables import customer_rfm, customer_segments
 
     month, customers = date(2025, 1, 1), 20_000
     ids = [f"c{i:06d}" for i in range(customers)]
-    stamp = {"computed_at": pd.Timestamp("2025-02-01", tz="UTC")}
+    stamp = {"as_of_month": pd.Timestamp(month), "computed_at": pd.Timestamp("2025-02-01", tz="UTC"), "run_id": "t"}
     segments = pd.DataFrame({"customer_id": ids, "segment": "low", "rfm_segment": "Lost", "previous_segment": None,
-                             "segment_changed": True, "as_of_month": pd.Timestamp(month), "run_id": "t", **stamp})
-    first, last = pd.Timestamp("2025-01-02", tz="UTC"), pd.Timestamp("2025-01-03", tz="UTC")
-    summary = pd.DataFrame({"summary_month": pd.Timestamp(month), "customer_id": ids, "purchases": 1, "revenue": 1.0,
-                            "purchase_days": 1, "positive_days": 1, "positive_day_revenue": 1.0, "first_purchase_at": first,
-                            "last_purchase_at": last, "first_purchase_date": first.tz_localize(None),
-                            "last_purchase_date": last.tz_localize(None), "first_day_revenue": 1.0,
-                            "as_of": pd.Timestamp("2025-02-01", tz="UTC"), **stamp})
+                             "segment_changed": True, **stamp})
+    rfm = pd.DataFrame({"customer_id": ids, "first_purchase_at": pd.Timestamp("2025-01-02", tz="UTC"),
+                        "last_purchase_at": pd.Timestamp("2025-01-03", tz="UTC"), "recency_days": 28, "frequency": 1,
+                        "monetary": 1.0, "avg_order_value": 1.0, "r_score": 1, "f_score": 1, "m_score": 1, "rfm_score": "111",
+                        "rfm_segment": "Lost", "fm_score": 1, "as_of_date": pd.Timestamp("2025-01-31"), **stamp})
     pg_warehouse.replace_month(customer_segments, month, segments)
-    pg_warehouse.replace_month(customer_month_summary, month, summary)
+    pg_warehouse.replace_month(customer_rfm, month, rfm)
     plan = pg_warehouse.scalar(
         f"EXPLAIN (FORMAT JSON) SELECT COUNT(*) FROM {pg_warehouse.qualified('customer_segments')} s "
-        f"JOIN {pg_warehouse.qualified('customer_month_summary')} m ON m.summary_month = s.as_of_month "
-        "AND m.customer_id = s.customer_id WHERE s.as_of_month = DATE '2025-01-01'")
+        f"JOIN {pg_warehouse.qualified('customer_rfm')} r ON r.as_of_month = s.as_of_month AND r.customer_id = s.customer_id "
+        "WHERE s.as_of_month = DATE '2025-01-01'")
     plan = plan if isinstance(plan, list) else __import__("json").loads(plan)
 
     def joins(node):

@@ -53,7 +53,7 @@ GROUP = "customers"
 def customer_summaries(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Summarize one month of purchases per customer (and per customer-week), then extend the customer history."""
     as_of = AsOf.for_month(partition_month(context.partition_key))
-    counts = summarize_month(warehouse.get(), as_of.month, as_of=as_of.instant, run_id=context.run.run_id)
+    counts = summarize_month(warehouse.get(), as_of.month, as_of=as_of.instant)
     context.log.info(f"{context.partition_key}: {counts['customers']:,} purchasing customers, "
                      f"{counts['customer_weeks']:,} customer-weeks, {counts['history_customers']:,} customers in the "
                      f"history ({counts['history_method']} build)")
@@ -108,9 +108,7 @@ CLV_TABLES = frozenset({CLV, FITS})
                      metadata=table_spec_metadata(customer_rfm),
                      description="Recency, frequency and monetary value per customer as of the end of the month, "
                                  "scored 1–5 by quintile (5 best; ties share a score) with the named RFM segment "
-                                 "from the editable `rfm_segment_map`. A view: the month's customer_history scored "
-                                 "against the quintile cuts (`rfm_cuts`) and segment grid (`rfm_segment_grid`) "
-                                 "this asset stores."),
+                                 "from the editable `rfm_segment_map`."),
         dg.AssetSpec("customer_clv", deps=["customer_history"], group_name=GROUP, owners=OWNERS,
                      kinds={"numpy", "scipy", "sql"}, metadata=table_spec_metadata(customer_clv),
                      description="Customer lifetime value as of the end of the month: BG/NBD purchases and "

@@ -274,44 +274,11 @@ rfm_segment_map = Table(
     Column("description", Text, comment="What the segment means."),
 )
 
-# customer_rfm is a view. A month's RFM is a function of its customer_history partition and of two
-# small things `compute_rfm` stores for the month: the quintile cuts of recency, frequency and
-# monetary value (one `rfm_cuts` row) and the segment of each (R, FM) cell under the rule map of
-# the time (25 `rfm_segment_grid` rows). Written out, it was a second million-row table a month
-# beside the history: at month 12 of the full-size benchmark its INSERT, index and statistics
-# took 4.4 s of the 6.6 s step, where the cuts alone take under 1 s.
-rfm_cuts = Table(
-    "rfm_cuts",
-    metadata,
-    Column("as_of_month", Date, primary_key=True, comment="Month the cuts are as of (customer_rfm's as_of_month)."),
-    Column("as_of_date", Date, nullable=False, comment="Last calendar day covered: recency_days counts from it."),
-    Column("customers", BigInteger, nullable=False, comment="Customers in the month's customer_history when the cuts were taken (n)."),
-    *(Column(f"{name}_cut_{s}", kind, comment=f"The K-th lowest {what} of the month, K = ceil({s} n / 5): a value above it "
-             f"scores at least {s + 1} ({name.upper()} score = 1 + the cuts the value is above). NULL when n = 0.")
-      for name, kind, what in (("r", Date, "last purchase date"), ("f", BigInteger, "purchase count"), ("m", Float, "revenue"))
-      for s in range(1, 5)),
-    Column("history_built_at", UTC_TIMESTAMP, comment="customer_history_builds.built_at of the history the cuts were taken from: "
-                                                      "customer_rfm shows a month only while that history is the current one."),
-    *_run_stamps(),
-)
-
-rfm_segment_grid = Table(
-    "rfm_segment_grid",
-    metadata,
-    Column("as_of_month", Date, nullable=False, comment="Month scored (customer_rfm's as_of_month)."),
-    Column("r_score", Integer, nullable=False, comment="R score, 1–5."),
-    Column("fm_score", Integer, nullable=False, comment="FM score, 1–5."),
-    Column("rfm_segment", String, nullable=False, comment="Segment of the cell under rfm_segment_map when the month was scored (first matching rule; 'Unclassified' if none)."),
-    PrimaryKeyConstraint("as_of_month", "r_score", "fm_score", name="rfm_segment_grid_pkey"),
-)
-
-# A view's columns, documented like a table's (`info["view"]`: `Warehouse.ensure_tables` creates the
-# view from `view_select`, never a table).
 customer_rfm = Table(
     "customer_rfm",
     metadata,
-    Column("as_of_month", Date, nullable=False, comment="Figures are as of the end of this month."),
-    Column("customer_id", ID, nullable=False, comment="Customer with at least one purchase before as_of; one row per customer and month."),
+    Column("as_of_month", Date, nullable=False, comment="Figures are as of the end of this month (the partition)."),
+    Column("customer_id", ID, nullable=False, comment="Customer with at least one purchase before as_of."),
     Column("first_purchase_at", UTC_TIMESTAMP, nullable=False, comment="First purchase ever (UTC)."),
     Column("last_purchase_at", UTC_TIMESTAMP, nullable=False, comment="Latest purchase before as_of (UTC)."),
     Column("recency_days", Integer, nullable=False, comment="as_of_date − date of the last purchase, in days."),
@@ -326,63 +293,9 @@ customer_rfm = Table(
     Column("fm_score", Integer, nullable=False, comment="(F + M + 1) // 2, the FM axis of the segment map."),
     Column("as_of_date", Date, nullable=False, comment="Last calendar day covered."),
     *_run_stamps(),
-    info={"view": "A view: each month's customer_history scored against that month's rfm_cuts and named by its "
-                  "rfm_segment_grid, both stored by the customer_rfm asset."},
+    *_keyed_by_id("customer_rfm", "customer_id", month="as_of_month"),
+    **_partitioned("as_of_month"),
 )
-
-RFM_VALUES = (("r", "last_purchase_date"), ("f", "purchases"), ("m", "revenue"))
-# Cuts `c` taken from the month's current history build `b` (LEFT JOINed: both NULL for a history
-# written without a build).
-RFM_CURRENT_CUTS = "(b.built_at = c.history_built_at OR (b.built_at IS NULL AND c.history_built_at IS NULL))"
-
-# One customer_rfm row per row of `{history}`: a score is 1 + the number of the month's four cuts
-# the value is above (see `rfm_cuts`), which is the quintile rank definition of `transforms.rfm`
-# (ties share a score). A month shows only while its history is the one its cuts were taken from
-# (the same build, or both without one): a history rebuilt since hides the month until it is
-# scored again, rather than scoring new totals against old cuts. `{where}` narrows it to one month.
-RFM_ROWS_SQL = """
-SELECT s.as_of_month, s.customer_id, s.first_purchase_at, s.last_purchase_at, s.recency_days, s.frequency, s.monetary,
-       s.avg_order_value, s.r_score, s.f_score, s.m_score,
-       CAST(s.r_score AS TEXT) || CAST(s.f_score AS TEXT) || CAST(s.m_score AS TEXT) AS rfm_score,
-       COALESCE(g.rfm_segment, 'Unclassified') AS rfm_segment, s.fm_score, s.as_of_date, s.computed_at, s.run_id
-FROM (
-    SELECT h.as_of_month, h.customer_id, h.first_purchase_at, h.last_purchase_at, {recency} AS recency_days,
-           h.purchases AS frequency, h.revenue AS monetary, h.revenue / h.purchases AS avg_order_value,
-           {r_score} AS r_score, {f_score} AS f_score, {m_score} AS m_score, ({f_score} + {m_score} + 1) / 2 AS fm_score,
-           c.as_of_date, c.computed_at, c.run_id
-    FROM {history} h
-    JOIN {cuts} c ON c.as_of_month = h.as_of_month
-    LEFT JOIN {builds} b ON b.as_of_month = h.as_of_month
-    WHERE {current}{where}
-) s
-LEFT JOIN {grid} g ON g.as_of_month = s.as_of_month AND g.r_score = s.r_score AND g.fm_score = s.fm_score
-"""
-
-
-def rfm_rows_sql(dialect: str, *, history: str, cuts: str, builds: str, grid: str, where: str = "") -> str:
-    """`RFM_ROWS_SQL` for a dialect over the given SQL names (`where`, e.g. "h.as_of_month = :month")."""
-    if dialect == "postgresql":
-        recency = "c.as_of_date - h.last_purchase_date"
-    else:
-        recency = "CAST(julianday(c.as_of_date) - julianday(h.last_purchase_date) AS INTEGER)"
-    scores = {f"{name}_score": "1 + " + " + ".join(f"CASE WHEN h.{column} > c.{name}_cut_{s} THEN 1 ELSE 0 END"
-                                                   for s in range(1, 5))
-              for name, column in RFM_VALUES}
-    return RFM_ROWS_SQL.format(history=history, cuts=cuts, builds=builds, grid=grid, recency=recency, current=RFM_CURRENT_CUTS,
-                               where=f" AND {where}" if where else "", **scores)
-
-
-def is_view(table: Table) -> bool:
-    return "view" in table.info
-
-
-def view_select(table: Table, dialect: str, qualify) -> str:
-    """The SELECT behind a view of the contract (`is_view`), its names qualified by `qualify`."""
-    if table.name != "customer_rfm":
-        raise KeyError(f"{table.name} is not a view")
-    return rfm_rows_sql(dialect, history=qualify("customer_history"), cuts=qualify("rfm_cuts"),
-                        builds=qualify("customer_history_builds"), grid=qualify("rfm_segment_grid"))
-
 
 customer_clv = Table(
     "customer_clv",

@@ -56,7 +56,7 @@ from sqlalchemy.sql.expression import TableClause
 
 from customer_analytics.config import ConfigError, redact_url, validate_identifier
 from customer_analytics.resources.pgbinary import encode_batches
-from customer_analytics.resources.tables import ID, RETIRED_INDEXES, is_view, metadata, partition_column, view_select
+from customer_analytics.resources.tables import ID, RETIRED_INDEXES, metadata, partition_column
 
 
 class WarehouseUnavailable(RuntimeError):
@@ -277,81 +277,21 @@ class Warehouse:
             connection.execute(text("SELECT 1"))
 
     def ensure_tables(self) -> None:
-        """Create the schema and any missing table or view of the contract (idempotent, safe from several processes).
-
-        A warehouse made before customer_rfm became a view keeps its table's rows as
-        `customer_rfm_retired`, and every month that table held is scored again from its history.
-        """
+        """Create the schema and any missing table (idempotent, safe from several processes)."""
         if self._tables_ready:
             return
         with self.begin(immediate=True) as connection:
             if self.dialect == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("ensure_tables", self.schema)})
                 connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {self.quote(self.schema)}"))
-            tables = [t for t in metadata.sorted_tables if not is_view(t)]
-            metadata.create_all(connection, tables=tables)
+            metadata.create_all(connection)
             # A warehouse made by an earlier version: its tables exist, so create_all adds no index.
             for index in RETIRED_INDEXES:
                 connection.execute(text(f"DROP INDEX IF EXISTS {self.qualified(index)}"))
-            for t in tables:
-                for index in t.indexes:
+            for table in metadata.sorted_tables:
+                for index in table.indexes:
                     index.create(connection, checkfirst=True)
-            rescore = self._retire_rfm_table(connection)
-            for view in metadata.sorted_tables:
-                if is_view(view):
-                    self._ensure_view(connection, view)
         self._tables_ready = True
-        if rescore:
-            from customer_analytics.asof import AsOf, compute_rfm  # the scoring is the analytics layer's
-
-            for month in rescore:
-                compute_rfm(self, AsOf.for_month(month), run_id="upgrade")
-
-    def _relation_kind(self, connection: Connection, name: str) -> str | None:
-        """'table', 'view' or None: what `name` is in the warehouse."""
-        if self.dialect == "postgresql":
-            kind = connection.execute(text(
-                "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = :schema AND c.relname = :name"), {"schema": self.schema, "name": name}).scalar()
-            return {"r": "table", "p": "table", "v": "view"}.get(kind) if kind else None
-        return connection.execute(text("SELECT type FROM sqlite_master WHERE name = :name"), {"name": name}).scalar()
-
-    def _retire_rfm_table(self, connection: Connection) -> list[date]:
-        """Rename an earlier version's customer_rfm table out of the view's way; returns the months it held."""
-        if self._relation_kind(connection, "customer_rfm") != "table":
-            return []
-        retired = "customer_rfm_retired"
-        if self._relation_kind(connection, retired) is not None:
-            retired = f"customer_rfm_retired_{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
-        connection.execute(text(f"ALTER TABLE {self.qualified('customer_rfm')} RENAME TO {self.quote(retired)}"))
-        months = connection.execute(text(f"SELECT DISTINCT as_of_month FROM {self.qualified(retired)}")).scalars()
-        return sorted(month if isinstance(month, date) else date.fromisoformat(str(month)[:10]) for month in months)
-
-    def _ensure_view(self, connection: Connection, view: Table) -> None:
-        """Create a view of the contract, or replace it when its definition changed.
-
-        An unchanged view is left alone: replacing it takes a lock that waits for every query reading it.
-        """
-        select_sql = view_select(view, self.dialect, self.qualified).rstrip()  # as SQLite stores it
-        name = self.qualified(view.name)
-        if self.dialect != "postgresql":
-            statement = f"CREATE VIEW {name} AS{select_sql}"
-            if connection.execute(text("SELECT sql FROM sqlite_master WHERE type = 'view' AND name = :name"),
-                                  {"name": view.name}).scalar() == statement:
-                return
-            connection.execute(text(f"DROP VIEW IF EXISTS {name}"))
-            connection.execute(text(statement))
-            return
-        description = f"{view.info['view']} [definition {hashlib.sha1(select_sql.encode()).hexdigest()[:12]}]"
-        current = connection.execute(text("SELECT obj_description(CAST(:name AS regclass), 'pg_class')"),
-                                     {"name": name}).scalar() if self._relation_kind(connection, view.name) else None
-        if current == description:
-            return
-        connection.execute(text(f"CREATE OR REPLACE VIEW {name} AS{select_sql}"))
-        # COMMENT takes no parameters: the texts are the contract's own, quoted as literals.
-        connection.execute(text(f"COMMENT ON VIEW {name} IS {_literal(description)}"))
-        for view_column in view.columns:
-            connection.execute(text(f"COMMENT ON COLUMN {name}.{self.quote(view_column.name)} IS {_literal(view_column.comment)}"))
 
     def read_frame(self, statement, params: dict | None = None, *, lock_timeout: str | None = None,
                    parallel_workers: bool = True) -> pd.DataFrame:
@@ -512,11 +452,6 @@ class BackgroundCopier:
 
 # How long work beside a replacement waits for a lock before giving way (`Replacement.beside`).
 GIVE_WAY = "5s"
-
-
-def _literal(value: str) -> str:
-    """A SQL string literal (for statements that take no parameters); colons escaped for `text()`."""
-    return "'" + value.replace("'", "''").replace(":", "\\:") + "'"
 
 
 def limit_transaction(connection: Connection, *, lock_timeout: str | None = None, parallel_workers: bool = True) -> None:
