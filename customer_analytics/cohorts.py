@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 from sqlalchemy import select
@@ -28,7 +28,7 @@ from customer_analytics.resources.tables import (
     ltv_summary,
 )
 from customer_analytics.resources.warehouse import Warehouse
-from customer_analytics.summaries import history_builds, month_start, plus_days
+from customer_analytics.summaries import build_cohort_activity, history_builds, month_start, plus_days
 from customer_analytics.transforms.cohorts import GRANULARITIES, cohort_table
 
 # The kept activity of every month up to this one (see `summaries.build_cohort_activity`): a few
@@ -87,24 +87,73 @@ def kept_activity_is_current(warehouse: Warehouse, month: date) -> bool:
     """Whether every month's kept cohort_activity up to `month` agrees with `month`'s customer_history.
 
     Each month's activity is built with its history, in one transaction. It stays right as long as
-    no earlier month has been rebuilt since (a late purchase can move a customer to an earlier
-    cohort) and every earlier month was built as of its end, not while in progress: the builds'
-    times must rise with the months, as the nightly runs leave them.
+    no month up to it has been rebuilt since (a late purchase can move a customer to an earlier
+    cohort) and every earlier month was built as of its end, not while in progress. So a month's
+    activity must be no older than the latest build of any month up to it: as the nightly runs
+    leave them (builds in month order), or as `refresh_cohort_activity` rewrites them.
     """
     history = history_builds(warehouse, month)
     if history.empty or history["as_of_month"].iloc[-1] != month:
         return False
+    return _built_as_of_their_ends(history) and not _stale_months(history, _kept_at(warehouse, month))
+
+
+def _kept_at(warehouse: Warehouse, month: date) -> dict[date, pd.Timestamp]:
     kept = warehouse.read_frame(
         select(cohort_activity_builds.c.summary_month, cohort_activity_builds.c.built_at)
         .where(cohort_activity_builds.c.summary_month <= month))
-    kept_at = dict(zip(pd.to_datetime(kept["summary_month"]).dt.date,
-                       pd.to_datetime(kept["built_at"], utc=True, format="ISO8601")))
+    return dict(zip(pd.to_datetime(kept["summary_month"]).dt.date, pd.to_datetime(kept["built_at"], utc=True, format="ISO8601")))
+
+
+def _stale_months(history: pd.DataFrame, kept_at: dict[date, pd.Timestamp]) -> list[date]:
+    """The months (of `history_builds`) whose kept activity is missing or older than the latest build of any
+    month up to them."""
+    stale, latest = [], None
     for row in history.itertuples(index=False):
-        if kept_at.get(row.as_of_month) != row.built_at:
-            return False  # built before activity was kept, or not with this history
-        if row.as_of_month != month and row.as_of != pd.Timestamp(month_start(add_months(row.as_of_month, 1))):
-            return False  # built while its month was in progress
-    return bool(history["built_at"].is_monotonic_increasing)
+        latest = row.built_at if latest is None else max(latest, row.built_at)
+        if kept_at.get(row.as_of_month) is None or kept_at[row.as_of_month] < latest:
+            stale.append(row.as_of_month)
+    return stale
+
+
+def _built_as_of_their_ends(history: pd.DataFrame) -> bool:
+    """Whether every month of `history_builds` but the last was built as of its end, not while in progress."""
+    ends = history["as_of_month"].map(lambda m: pd.Timestamp(month_start(add_months(m, 1))))
+    return bool((history["as_of"].iloc[:-1] == ends.iloc[:-1]).all())
+
+
+def refresh_cohort_activity(warehouse: Warehouse, month: date) -> list[date]:
+    """Rebuild the kept cohort_activity of the months up to `month` whose activity a later rebuild of an
+    earlier month made stale, from `month`'s history (when that is the latest build of them all and every
+    earlier month was built as of its end); returns the months rebuilt, oldest first.
+
+    Each is rebuilt in a transaction of its own under the history builds' lock, as a build keeps it: a
+    crash leaves some months rebuilt and the others stale, which the next call picks up.
+    """
+    history = history_builds(warehouse, month)
+    if history.empty or history["as_of_month"].iloc[-1] != month or history["built_at"].iloc[-1] != history["built_at"].max():
+        return []  # `month`'s history does not hold the latest of every earlier month's purchases
+    if not _built_as_of_their_ends(history):
+        return []  # a month built while in progress: its summaries are partial, its rebuild will come
+    stale = _stale_months(history, _kept_at(warehouse, month))
+    built_at = history["built_at"].iloc[-1]
+    history_rows = (f"(SELECT customer_id, first_month, first_purchase_date FROM {warehouse.qualified('customer_history')} "
+                    "WHERE as_of_month = :history_month)")
+    done = []
+    for summary_month in stale:
+        with warehouse.replace(lock_name="customer_history") as replacement:
+            if history_builds(warehouse, month)["built_at"].max() != built_at:
+                break  # a month was built meanwhile: what is left stays stale, for the next call
+            params = {"month": summary_month, "previous": add_months(summary_month, -1), "history_month": month,
+                      "week_floor": summary_month - timedelta(days=7), "computed_at": datetime.now(timezone.utc)}
+            build_cohort_activity(
+                warehouse, replacement, summary_month, params,
+                warehouse.partition_of("customer_week_summary", summary_month), None,
+                built_at=datetime.now(timezone.utc), history=history_rows,
+                month_summary=(f"(SELECT * FROM {warehouse.qualified('customer_month_summary')} "
+                               "WHERE summary_month = :month)"))
+        done.append(summary_month)
+    return done
 
 
 def cohort_activity_rows(warehouse: Warehouse, as_of: AsOf, granularity: str, *, kept: bool | None = None) -> pd.DataFrame:
@@ -132,10 +181,13 @@ def cohort_activity_rows(warehouse: Warehouse, as_of: AsOf, granularity: str, *,
     return frame
 
 
-def cohort_ltv_rows(warehouse: Warehouse, as_of: AsOf) -> pd.DataFrame:
-    """The month's `cohort_ltv` rows (both granularities), without the stamps; nothing written."""
+def cohort_ltv_rows(warehouse: Warehouse, as_of: AsOf, *, refresh: bool = False) -> pd.DataFrame:
+    """The month's `cohort_ltv` rows (both granularities), without the stamps. With `refresh`, stale kept
+    activity is rebuilt first where it can be (`refresh_cohort_activity`); otherwise nothing is written."""
     warehouse.ensure_tables()
     kept = kept_activity_is_current(warehouse, as_of.month)
+    if not kept and refresh and refresh_cohort_activity(warehouse, as_of.month):
+        kept = kept_activity_is_current(warehouse, as_of.month)
     tables = [cohort_table(cohort_activity_rows(warehouse, as_of, g, kept=kept), g, as_of.day) for g in GRANULARITIES]
     return pd.concat(tables, ignore_index=True)
 
@@ -161,9 +213,14 @@ def ltv_summary_row(warehouse: Warehouse, as_of: AsOf) -> dict:
 
 def compute_cohort_ltv(warehouse: Warehouse, as_of: AsOf, *, run_id: str = "",
                        computed_at: datetime | None = None) -> pd.DataFrame:
-    """Replace `cohort_ltv` for the month; returns the rows written (none when nobody has purchased yet)."""
+    """Replace `cohort_ltv` for the month; returns the rows written (none when nobody has purchased yet).
+
+    Kept cohort activity made stale by a rebuilt earlier month is rebuilt first (`refresh_cohort_activity`):
+    otherwise every later month's cohort_ltv would aggregate every summary until the months in between
+    are rebuilt (at 10,000,000 events and a million customers, 22-24 s against 0.1 s).
+    """
     computed_at = computed_at or datetime.now(timezone.utc)
-    rows = stamp_as_of(cohort_ltv_rows(warehouse, as_of), as_of, computed_at, run_id)
+    rows = stamp_as_of(cohort_ltv_rows(warehouse, as_of, refresh=True), as_of, computed_at, run_id)
     warehouse.replace_month(cohort_ltv, as_of.month, rows)
     return rows
 

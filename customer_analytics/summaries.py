@@ -348,17 +348,19 @@ def summarize_weeks(warehouse: Warehouse, month: date, purchases: str, params: d
 
 
 def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month: date, params: dict, week_summary: str,
-                          week_activity: pd.DataFrame | None, *, built_at: datetime) -> int:
+                          week_activity: pd.DataFrame | None, *, built_at: datetime, history: str | None = None,
+                          month_summary: str | None = None) -> int:
     """Stage `month`'s cohort_activity (after `build_history`): its month rows from the staged month summary
     and history, its week rows `week_activity` (from `summarize_weeks`) or else from `week_summary` (the SQL
-    name of a table holding the month's week summary); returns its rows."""
-    history = replacement.staged(customer_history)
+    name of a table holding the month's week summary); returns its rows. `history` and `month_summary` may
+    name other tables holding one month's rows (`cohorts.refresh_cohort_activity`)."""
+    history = history or replacement.staged(customer_history)
     columns = [c.name for c in cohort_activity.columns]
     replacement.replace_partition(cohort_activity, month)
     # A few hundred rows from joins of a million: at 10M events the week's took 1.1-1.2 s as an
     # INSERT … SELECT and 0.56 s as a query on parallel workers (`few_rows`).
     rows = replacement.append_select(cohort_activity, columns, MONTH_ACTIVITY_SQL.format(
-        month_summary=replacement.staged(customer_month_summary), history=history), params, few_rows=True)
+        month_summary=month_summary or replacement.staged(customer_month_summary), history=history), params, few_rows=True)
     if week_activity is not None:
         replacement.append(cohort_activity, week_activity)
         rows += len(week_activity)

@@ -18,8 +18,10 @@ from customer_analytics.cohorts import (
     compute_ltv_summary,
     kept_activity_is_current,
     ltv_summary,
+    refresh_cohort_activity,
 )
 from customer_analytics.loading import load_events_month
+from customer_analytics.resources.tables import cohort_activity
 from customer_analytics.summaries import summarize_month
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.transforms.cohorts import cohort_ltv_from_purchases
@@ -223,3 +225,36 @@ def test_a_month_built_while_in_progress_is_not_read_from_kept_activity(warehous
     load_events_month(warehouse, str(shop), APRIL, first_month=date(2025, 1, 1), last_month=date(2025, 5, 1))
     summarize_month(warehouse, APRIL, as_of=AsOf.for_month(APRIL).instant)
     assert not kept_activity_is_current(warehouse, APRIL), "March was kept as of mid-March"
+
+
+def test_stale_kept_activity_is_rebuilt_from_the_latest_history(warehouse, shop):
+    """After a rebuilt earlier month, cohort_ltv rebuilds the stale months' kept activity from the latest history
+    (when it is the latest build), so later runs add up kept rows again instead of every summary."""
+    _load(warehouse, shop)
+    late = ("frank", "2025-02-10 10:00:00", 3.0)
+    write_ndjson(shop / "events" / "late.ndjson", [event("late-1", late[0], late[1], price=late[2])])
+    load_events_month(warehouse, str(shop), date(2025, 2, 1), first_month=date(2025, 1, 1), last_month=date(2025, 5, 1))
+    summarize_month(warehouse, date(2025, 2, 1), as_of=AsOf.for_month(date(2025, 2, 1)).instant)
+    # April's history is not the latest build: nothing is rebuilt, and the summaries give the rows.
+    assert refresh_cohort_activity(warehouse, APRIL) == []
+    summarize_month(warehouse, APRIL, as_of=AsOf.for_month(APRIL).instant)
+    slow = {g: _activity(warehouse, AsOf.for_month(APRIL), g, kept=False) for g in ("month", "week")}
+    assert not kept_activity_is_current(warehouse, APRIL)
+
+    purchases = pd.DataFrame(PURCHASES + [late], columns=["customer_id", "event_timestamp", "revenue"])
+    purchases["event_timestamp"] = pd.to_datetime(purchases["event_timestamp"], format="ISO8601")
+    reference = cohort_ltv_from_purchases(purchases, date(2025, 4, 30))
+    rows = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
+    columns = list(reference.columns)
+    pd.testing.assert_frame_equal(rows[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
+    # March was stale (February rebuilt after it): rebuilt from April's history, frank now in February's cohort.
+    assert kept_activity_is_current(warehouse, APRIL)
+    for granularity in ("month", "week"):
+        assert _activity(warehouse, AsOf.for_month(APRIL), granularity, kept=True) == slow[granularity], granularity
+    march = warehouse.read_frame(select(cohort_activity).where(cohort_activity.c.summary_month == date(2025, 3, 1))
+                                 .where(cohort_activity.c.granularity == "month"))
+    cohorts = {str(pd.Timestamp(c).date()): int(n) for c, n in zip(march["cohort_start"], march["active_customers"])}
+    assert cohorts.get("2025-02-01") == 2 and "2025-03-01" in cohorts  # carol and frank; erin's cohort is March
+    assert refresh_cohort_activity(warehouse, APRIL) == [], "nothing stale any more"
+    again = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
+    pd.testing.assert_frame_equal(again[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
