@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+from customer_analytics import cohorts
 from customer_analytics.asof import AsOf
 from customer_analytics.assets.cohorts import cohort_ltv_asset, ltv_summary_asset
 from customer_analytics.cohorts import (
@@ -258,3 +259,31 @@ def test_stale_kept_activity_is_rebuilt_from_the_latest_history(warehouse, shop)
     assert refresh_cohort_activity(warehouse, APRIL) == [], "nothing stale any more"
     again = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
     pd.testing.assert_frame_equal(again[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
+
+
+def test_a_rebuild_of_stale_activity_that_fails_midway_leaves_the_rest_for_the_next_run(warehouse, shop, monkeypatch):
+    _load(warehouse, shop)
+    write_ndjson(shop / "events" / "late.ndjson", [event("late-1", "dave", "2025-01-20 10:00:00", price=1.0)])
+    load_events_month(warehouse, str(shop), date(2025, 1, 1), first_month=date(2025, 1, 1), last_month=date(2025, 5, 1))
+    summarize_month(warehouse, date(2025, 1, 1), as_of=AsOf.for_month(date(2025, 1, 1)).instant)
+    summarize_month(warehouse, APRIL, as_of=AsOf.for_month(APRIL).instant)  # February and March are stale now
+    slow = {g: _activity(warehouse, AsOf.for_month(APRIL), g, kept=False) for g in ("month", "week")}
+    real, calls = cohorts.build_cohort_activity, []
+
+    def failing_on_march(warehouse, replacement, month, *args, **kwargs):
+        calls.append(month)
+        if month == date(2025, 3, 1):
+            raise RuntimeError("connection lost")
+        return real(warehouse, replacement, month, *args, **kwargs)
+
+    monkeypatch.setattr(cohorts, "build_cohort_activity", failing_on_march)
+    with pytest.raises(RuntimeError, match="connection lost"):
+        refresh_cohort_activity(warehouse, APRIL)
+    assert calls == [date(2025, 2, 1), date(2025, 3, 1)]
+    assert not kept_activity_is_current(warehouse, APRIL), "March is still stale"
+    assert kept_activity_is_current(warehouse, date(2025, 2, 1)), "February was rebuilt and published"
+    monkeypatch.undo()
+    assert refresh_cohort_activity(warehouse, APRIL) == [date(2025, 3, 1)]
+    assert kept_activity_is_current(warehouse, APRIL)
+    for granularity in ("month", "week"):
+        assert _activity(warehouse, AsOf.for_month(APRIL), granularity, kept=True) == slow[granularity], granularity
