@@ -254,8 +254,8 @@ def test_stale_kept_activity_is_rebuilt_from_the_latest_history(warehouse, shop)
         assert _activity(warehouse, AsOf.for_month(APRIL), granularity, kept=True) == slow[granularity], granularity
     march = warehouse.read_frame(select(cohort_activity).where(cohort_activity.c.summary_month == date(2025, 3, 1))
                                  .where(cohort_activity.c.granularity == "month"))
-    cohorts = {str(pd.Timestamp(c).date()): int(n) for c, n in zip(march["cohort_start"], march["active_customers"])}
-    assert cohorts.get("2025-02-01") == 2 and "2025-03-01" in cohorts  # carol and frank; erin's cohort is March
+    march_cohorts = {str(pd.Timestamp(c).date()): int(n) for c, n in zip(march["cohort_start"], march["active_customers"])}
+    assert march_cohorts.get("2025-02-01") == 2 and "2025-03-01" in march_cohorts  # carol and frank; erin's is March
     assert refresh_cohort_activity(warehouse, APRIL) == [], "nothing stale any more"
     again = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
     pd.testing.assert_frame_equal(again[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
