@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
 import pandas as pd
 from sqlalchemy import select
@@ -28,7 +28,13 @@ from customer_analytics.resources.tables import (
     ltv_summary,
 )
 from customer_analytics.resources.warehouse import Warehouse
-from customer_analytics.summaries import build_cohort_activity, history_builds, month_start, plus_days
+from customer_analytics.summaries import (
+    build_cohort_activity,
+    cohort_activity_params,
+    history_builds,
+    month_start,
+    plus_days,
+)
 from customer_analytics.transforms.cohorts import GRANULARITIES, cohort_table
 
 # The kept activity of every month up to this one (see `summaries.build_cohort_activity`): a few
@@ -144,12 +150,10 @@ def refresh_cohort_activity(warehouse: Warehouse, month: date) -> list[date]:
         with warehouse.replace(lock_name="customer_history") as replacement:
             if history_builds(warehouse, month)["built_at"].max() != built_at:
                 break  # a month was built meanwhile: what is left stays stale, for the next call
-            params = {"month": summary_month, "previous": add_months(summary_month, -1), "history_month": month,
-                      "week_floor": summary_month - timedelta(days=7), "computed_at": datetime.now(timezone.utc)}
+            now = datetime.now(timezone.utc)
             build_cohort_activity(
-                warehouse, replacement, summary_month, params,
-                warehouse.partition_of("customer_week_summary", summary_month), None,
-                built_at=datetime.now(timezone.utc), history=history_rows,
+                warehouse, replacement, summary_month, {**cohort_activity_params(summary_month, now), "history_month": month},
+                warehouse.partition_of("customer_week_summary", summary_month), None, built_at=now, history=history_rows,
                 month_summary=(f"(SELECT * FROM {warehouse.qualified('customer_month_summary')} "
                                "WHERE summary_month = :month)"))
         done.append(summary_month)

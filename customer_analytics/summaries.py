@@ -277,8 +277,7 @@ def summarize_month(warehouse: Warehouse, month: date, *, as_of: datetime, compu
     warehouse.ensure_tables()
     previous = add_months(month, -1)
     params = {"month": month, "as_of": as_of, "computed_at": computed_at}
-    activity_params = {"month": month, "previous": previous, "week_floor": month - timedelta(days=7),
-                       "computed_at": computed_at}
+    activity_params = cohort_activity_params(month, computed_at)
     purchases = PURCHASES_SQL.format(raw_events=warehouse.qualified("raw_events"))
     # Every month's summaries and history are built one at a time (one lock for all months), so a
     # build sees every earlier month's history as it is and `built_at` orders the builds. So the
@@ -345,6 +344,12 @@ def summarize_weeks(warehouse: Warehouse, month: date, purchases: str, params: d
                                                        previous_history=previous_history), activity_params)
         activity.columns = [c.name for c in cohort_activity.columns]
         return weeks, activity
+
+
+def cohort_activity_params(month: date, computed_at: datetime) -> dict:
+    """The parameters of `month`'s cohort activity queries (`MONTH_ACTIVITY_SQL`, `WEEK_ACTIVITY_SQL`)."""
+    return {"month": month, "previous": add_months(month, -1), "week_floor": month - timedelta(days=7),
+            "computed_at": computed_at}
 
 
 def build_cohort_activity(warehouse: Warehouse, replacement: Replacement, month: date, params: dict, week_summary: str,
