@@ -174,6 +174,26 @@ def _activity(warehouse, as_of: AsOf, granularity: str, *, kept: bool) -> list[t
              round(float(r.revenue), 6)) for r in frame.itertuples()]
 
 
+LATE = ("frank", "2025-02-10 10:00:00", 3.0)  # a late purchase: it moves frank into February's cohort
+
+
+def _deliver_late(warehouse, shop, month: date, customer: str, timestamp: str, price: float) -> None:
+    """One late purchase in `month`, loaded and summarized again (after the later months were built)."""
+    write_ndjson(shop / "events" / "late.ndjson", [event("late-1", customer, timestamp, price=price)])
+    load_events_month(warehouse, str(shop), month, first_month=date(2025, 1, 1), last_month=date(2025, 5, 1))
+    summarize_month(warehouse, month, as_of=AsOf.for_month(month).instant)
+
+
+def _assert_april_cohort_ltv_is_the_reference(warehouse, *extra) -> None:
+    """April's cohort_ltv, computed now, equals the purchase-level reference over PURCHASES and `extra`."""
+    purchases = pd.DataFrame(PURCHASES + list(extra), columns=["customer_id", "event_timestamp", "revenue"])
+    purchases["event_timestamp"] = pd.to_datetime(purchases["event_timestamp"], format="ISO8601")
+    reference = cohort_ltv_from_purchases(purchases, date(2025, 4, 30))
+    rows = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
+    columns = list(reference.columns)
+    pd.testing.assert_frame_equal(rows[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
+
+
 def test_kept_activity_adds_up_to_the_summaries_month_by_month(warehouse, shop):
     """Months built in order keep their cohort activity; adding it up gives what the summaries give."""
     _load(warehouse, shop)
@@ -191,10 +211,7 @@ def test_kept_activity_adds_up_to_the_summaries_month_by_month(warehouse, shop):
 def test_a_rebuilt_earlier_month_is_not_read_from_kept_activity(warehouse, shop):
     """A late purchase moves frank into February's cohort; until March and April are rebuilt, cohort_ltv reads the summaries."""
     _load(warehouse, shop)
-    late = ("frank", "2025-02-10 10:00:00", 3.0)
-    write_ndjson(shop / "events" / "late.ndjson", [event("late-1", late[0], late[1], price=late[2])])
-    load_events_month(warehouse, str(shop), date(2025, 2, 1), first_month=date(2025, 1, 1), last_month=date(2025, 5, 1))
-    summarize_month(warehouse, date(2025, 2, 1), as_of=AsOf.for_month(date(2025, 2, 1)).instant)
+    _deliver_late(warehouse, shop, date(2025, 2, 1), *LATE)
     assert not kept_activity_is_current(warehouse, APRIL)
     summarize_month(warehouse, APRIL, as_of=AsOf.for_month(APRIL).instant)
     assert not kept_activity_is_current(warehouse, APRIL), "March's activity still predates February's rebuild"
@@ -202,19 +219,13 @@ def test_a_rebuilt_earlier_month_is_not_read_from_kept_activity(warehouse, shop)
     assert _activity(warehouse, AsOf.for_month(APRIL), "month", kept=True) != \
         _activity(warehouse, AsOf.for_month(APRIL), "month", kept=False)
 
-    purchases = pd.DataFrame(PURCHASES + [late], columns=["customer_id", "event_timestamp", "revenue"])
-    purchases["event_timestamp"] = pd.to_datetime(purchases["event_timestamp"], format="ISO8601")
-    reference = cohort_ltv_from_purchases(purchases, date(2025, 4, 30))
-    rows = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
-    columns = list(reference.columns)
-    pd.testing.assert_frame_equal(rows[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
+    _assert_april_cohort_ltv_is_the_reference(warehouse, LATE)
 
     # Rebuilt in order again, the kept activity is current and gives the same rows.
     for month in (date(2025, 3, 1), APRIL):
         summarize_month(warehouse, month, as_of=AsOf.for_month(month).instant)
     assert kept_activity_is_current(warehouse, APRIL)
-    again = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
-    pd.testing.assert_frame_equal(again[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
+    _assert_april_cohort_ltv_is_the_reference(warehouse, LATE)
 
 
 def test_a_month_built_while_in_progress_is_not_read_from_kept_activity(warehouse, shop):
@@ -232,22 +243,14 @@ def test_stale_kept_activity_is_rebuilt_from_the_latest_history(warehouse, shop)
     """After a rebuilt earlier month, cohort_ltv rebuilds the stale months' kept activity from the latest history
     (when it is the latest build), so later runs add up kept rows again instead of every summary."""
     _load(warehouse, shop)
-    late = ("frank", "2025-02-10 10:00:00", 3.0)
-    write_ndjson(shop / "events" / "late.ndjson", [event("late-1", late[0], late[1], price=late[2])])
-    load_events_month(warehouse, str(shop), date(2025, 2, 1), first_month=date(2025, 1, 1), last_month=date(2025, 5, 1))
-    summarize_month(warehouse, date(2025, 2, 1), as_of=AsOf.for_month(date(2025, 2, 1)).instant)
+    _deliver_late(warehouse, shop, date(2025, 2, 1), *LATE)
     # April's history is not the latest build: nothing is rebuilt, and the summaries give the rows.
     assert refresh_cohort_activity(warehouse, APRIL) == []
     summarize_month(warehouse, APRIL, as_of=AsOf.for_month(APRIL).instant)
     slow = {g: _activity(warehouse, AsOf.for_month(APRIL), g, kept=False) for g in ("month", "week")}
     assert not kept_activity_is_current(warehouse, APRIL)
 
-    purchases = pd.DataFrame(PURCHASES + [late], columns=["customer_id", "event_timestamp", "revenue"])
-    purchases["event_timestamp"] = pd.to_datetime(purchases["event_timestamp"], format="ISO8601")
-    reference = cohort_ltv_from_purchases(purchases, date(2025, 4, 30))
-    rows = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
-    columns = list(reference.columns)
-    pd.testing.assert_frame_equal(rows[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
+    _assert_april_cohort_ltv_is_the_reference(warehouse, LATE)
     # March was stale (February rebuilt after it): rebuilt from April's history, frank now in February's cohort.
     assert kept_activity_is_current(warehouse, APRIL)
     for granularity in ("month", "week"):
@@ -257,15 +260,12 @@ def test_stale_kept_activity_is_rebuilt_from_the_latest_history(warehouse, shop)
     march_cohorts = {str(pd.Timestamp(c).date()): int(n) for c, n in zip(march["cohort_start"], march["active_customers"])}
     assert march_cohorts.get("2025-02-01") == 2 and "2025-03-01" in march_cohorts  # carol and frank; erin's is March
     assert refresh_cohort_activity(warehouse, APRIL) == [], "nothing stale any more"
-    again = compute_cohort_ltv(warehouse, AsOf.for_month(APRIL))
-    pd.testing.assert_frame_equal(again[columns].reset_index(drop=True), reference.reset_index(drop=True), check_dtype=False)
+    _assert_april_cohort_ltv_is_the_reference(warehouse, LATE)
 
 
 def test_a_rebuild_of_stale_activity_that_fails_midway_leaves_the_rest_for_the_next_run(warehouse, shop, monkeypatch):
     _load(warehouse, shop)
-    write_ndjson(shop / "events" / "late.ndjson", [event("late-1", "dave", "2025-01-20 10:00:00", price=1.0)])
-    load_events_month(warehouse, str(shop), date(2025, 1, 1), first_month=date(2025, 1, 1), last_month=date(2025, 5, 1))
-    summarize_month(warehouse, date(2025, 1, 1), as_of=AsOf.for_month(date(2025, 1, 1)).instant)
+    _deliver_late(warehouse, shop, date(2025, 1, 1), "dave", "2025-01-20 10:00:00", 1.0)
     summarize_month(warehouse, APRIL, as_of=AsOf.for_month(APRIL).instant)  # February and March are stale now
     slow = {g: _activity(warehouse, AsOf.for_month(APRIL), g, kept=False) for g in ("month", "week")}
     real, calls = cohorts.build_cohort_activity, []
