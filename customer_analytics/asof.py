@@ -244,15 +244,20 @@ def compute_clv(warehouse: Warehouse, as_of: AsOf, settings: ClvSettings = ClvSe
     scores["recency"] = summary["recency"].to_numpy()
     scores["T"] = summary["T"].to_numpy()
     scores = stamp_as_of(scores, as_of, computed_at, run_id)
-    fit_row = _fit_row(fits, as_of, computed_at, run_id)
+    write_clv(warehouse, as_of, scores, fits, computed_at=computed_at, run_id=run_id)
+    return ClvResult(scores, fits)
+
+
+def write_clv(warehouse: Warehouse, as_of: AsOf, scores: pd.DataFrame, fits: ClvFits, *, computed_at: datetime,
+              run_id: str) -> None:
+    """Replace the month's `customer_clv` with `scores` and its `clv_model_fits` with `fits`, in one transaction."""
     with warehouse.replace(lock_name=f"customer_clv/{as_of.month:%Y-%m}") as replacement:
         replacement.replace_partition(customer_clv, as_of.month)
         replacement.replace_partition(clv_model_fits, as_of.month)
         replacement.append(customer_clv, scores, constants={
             "as_of_month": as_of.month, "as_of_date": as_of.day, "computed_at": computed_at, "run_id": run_id,
             "model": fits.model})
-        replacement.append(clv_model_fits, fit_row)
-    return ClvResult(scores, fits)
+        replacement.append(clv_model_fits, _fit_row(fits, as_of, computed_at, run_id))
 
 
 @dataclass
