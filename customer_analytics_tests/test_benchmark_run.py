@@ -86,12 +86,15 @@ def test_the_recompute_floor_runs_on_a_kept_schema_and_writes_the_pipelines_scor
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         result = json.loads(out.read_text())
         assert result["month"] == add_months(FIRST_MONTH, 1).isoformat(), "the latest recomputed month by default"
-        assert {name: len(runs) for name, runs in result["samples"].items()} == {"bare": 1, "floor": 1, "recompute": 1}
+        assert {name: len(runs) for name, runs in result["samples"].items()} == {"bare": 1, "floor": 1, "copies": 1,
+                                                                               "recompute": 1}
+        assert list(result["medians"]["copies"]["links"]) == ["customer_history", "customer_rfm", "customer_segments"]
         links = result["medians"]["floor"]["links"]
         assert list(links) == ["month_summary", "group_by_and_read", "fit", "score", "write_customer_clv"]
         assert all(seconds > 0 for seconds in links.values())
         assert sum(links.values()) <= result["medians"]["floor"]["wall_s"]
-        assert "| floor |" in done.stdout and "| recompute |" in done.stdout
+        assert "| floor |" in done.stdout and "| copies |" in done.stdout and "| recompute |" in done.stdout
+        assert "floor + copies:" in done.stdout
 
         # The floor's chain scores as the pipeline does: its customer_clv equals compute_clv's on the same month.
         month = add_months(FIRST_MONTH, 1)
