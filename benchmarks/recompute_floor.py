@@ -1,7 +1,7 @@
 """The least any design's nightly recompute does beyond the bare work, measured beside both.
 
     python -m benchmarks.run --db URL --events 10000000 --customers 1000000 --months 12 --keep --schema S
-    python -m benchmarks.recompute_floor --db URL --schema S --month 2025-12-01 --repeats 3
+    python -m benchmarks.recompute_floor --db URL --schema S --month 2024-12-01 --repeats 3
 
 The recompute target (≤ 2× the bare work) compares every derived table of a month with one
 GROUP BY over the summaries plus one fit. Whatever the design, a month's recompute also has to
@@ -47,6 +47,9 @@ from customer_analytics.transforms.clv_scores import btyd_summary, fit_models, s
 # /proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice (guest time
 # is counted in user already). Busy is everything but idle and iowait.
 BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
+
+# The month's other per-customer tables: one row per customer seen so far, as customer_clv.
+COPIED = ("customer_history", "customer_rfm", "customer_segments")
 
 
 def busy_cpu_seconds() -> float:
@@ -111,9 +114,6 @@ def copies(warehouse: Warehouse, month: date) -> dict[str, float]:
             seconds[table] = time.perf_counter() - started
     return seconds
 
-
-# The month's other per-customer tables: one row per customer seen so far, as customer_clv.
-COPIED = ("customer_history", "customer_rfm", "customer_segments")
 
 
 def measure(warehouse: Warehouse, month: date, repeats: int) -> dict:
