@@ -38,11 +38,11 @@ from pathlib import Path
 from sqlalchemy import text
 
 from benchmarks.run import BARE_SQL, BARE_TYPES, bare_work, recompute
-from customer_analytics.asof import AsOf, stamp_as_of, write_clv
+from customer_analytics.asof import AsOf, clv_rows, stamp_as_of, write_clv
 from customer_analytics.resources.tables import customer_month_summary
 from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.summaries import MONTH_SUMMARY_SQL, PURCHASES_SQL
-from customer_analytics.transforms.clv_scores import btyd_summary, fit_models, score_customers
+from customer_analytics.transforms.clv_scores import btyd_summary, fit_models
 
 # /proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice (guest time
 # is counted in user already). Busy is everything but idle and iowait.
@@ -91,10 +91,7 @@ def floor(warehouse: Warehouse, month: date) -> dict[str, float]:
     summary = btyd_summary(history, as_of.day)
     fits = fit_models(summary)
     link("fit")
-    scores = score_customers(summary, fits)
-    for column in ("frequency", "recency", "T"):
-        scores[column] = summary[column].to_numpy()
-    scores = stamp_as_of(scores, as_of, computed_at, "")
+    scores = stamp_as_of(clv_rows(summary, fits), as_of, computed_at, "")
     link("score")
     write_clv(warehouse, as_of, scores, fits, computed_at=computed_at, run_id="")
     link("write_customer_clv")
@@ -113,7 +110,6 @@ def copies(warehouse: Warehouse, month: date) -> dict[str, float]:
                                {"month": month})
             seconds[table] = time.perf_counter() - started
     return seconds
-
 
 
 def measure(warehouse: Warehouse, month: date, repeats: int) -> dict:

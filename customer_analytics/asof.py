@@ -239,13 +239,17 @@ def compute_clv(warehouse: Warehouse, as_of: AsOf, settings: ClvSettings = ClvSe
     computed_at = computed_at or datetime.now(timezone.utc)
     summary = btyd_summary(customer_history(warehouse, as_of, CLV_HISTORY_COLUMNS), as_of.day)
     fits = fit_models(summary)
-    scores = score_customers(summary, fits, settings)
-    scores["frequency"] = summary["frequency"].to_numpy()
-    scores["recency"] = summary["recency"].to_numpy()
-    scores["T"] = summary["T"].to_numpy()
-    scores = stamp_as_of(scores, as_of, computed_at, run_id)
+    scores = stamp_as_of(clv_rows(summary, fits, settings), as_of, computed_at, run_id)
     write_clv(warehouse, as_of, scores, fits, computed_at=computed_at, run_id=run_id)
     return ClvResult(scores, fits)
+
+
+def clv_rows(summary: pd.DataFrame, fits: ClvFits, settings: ClvSettings = ClvSettings()) -> pd.DataFrame:
+    """`customer_clv`'s rows without the stamps: each customer's scores and the BG/NBD inputs they came from."""
+    scores = score_customers(summary, fits, settings)
+    for column in ("frequency", "recency", "T"):
+        scores[column] = summary[column].to_numpy()
+    return scores
 
 
 def write_clv(warehouse: Warehouse, as_of: AsOf, scores: pd.DataFrame, fits: ClvFits, *, computed_at: datetime,

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import func, select
 
-from customer_analytics.asof import AsOf, customer_history, segment_map, stamp_as_of
+from customer_analytics.asof import AsOf, clv_rows, customer_history, segment_map, stamp_as_of
 from customer_analytics.config import ConfigError, add_months, month_key
 from customer_analytics.resources.tables import (
     clv_model_fits,
@@ -43,7 +43,7 @@ from customer_analytics.resources.tables import (
 from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.segments import segment_members
 from customer_analytics.transforms import segments as segment_transforms
-from customer_analytics.transforms.clv_scores import ClvFits, ClvSettings, btyd_summary, score_customers
+from customer_analytics.transforms.clv_scores import ClvFits, ClvSettings, btyd_summary
 from customer_analytics.transforms.models import BgNbdParams, FitResult, GammaGammaParams
 from customer_analytics.transforms.rfm import rfm_table
 
@@ -141,10 +141,7 @@ def rescore(warehouse: Warehouse, month: date, segment: str, customer_ids: tuple
         target_ids = pa.array(sorted(targets), type=pa.string())
 
         summary = btyd_summary(history, as_of.day)
-        scores = score_customers(summary, fits, settings)
-        scores["frequency"] = summary["frequency"].to_numpy()
-        scores["recency"] = summary["recency"].to_numpy()
-        scores["T"] = summary["T"].to_numpy()
+        scores = clv_rows(summary, fits, settings)
         scores["model"] = model
         scores = stamp_as_of(scores[_isin(scores["customer_id"], target_ids)].reset_index(drop=True), as_of, computed_at, run_id)
 
