@@ -7,7 +7,11 @@ Exactly once, even across daemon restarts, re-evaluated ticks and reset cursors:
 * the cursor remembers the requests already asked for, so the next tick does not ask again
   while the daemon is still creating the run; a request asked for but still without a run
   after `RELAUNCH_AFTER` (the daemon died between the tick and the launch) is asked for again
-  under the same run key.
+  under the same run key;
+* a request whose run the daemon created but never submitted (killed in between, its tick not
+  resumed: the daemon stayed down for over a day, or the sensor was stopped mid-tick) still has
+  that run `NOT_STARTED` after `RELAUNCH_AFTER`; the sensor asks for it again under its run key,
+  and the daemon submits that same run rather than creating another.
 
 A request is marked `launched` with its run id (by the run itself as it starts, or by the sensor
 when it finds the run), then `succeeded` or `failed` by the run-status sensors — or by the
@@ -34,6 +38,10 @@ RELAUNCH_AFTER = timedelta(minutes=5)
 # a request waits up to this long for its run, and its run's end up to this long to be recorded.
 POLL_SECONDS = Settings.from_env().rerun_poll_seconds
 OPEN_STATUSES = ("pending", "launched")
+# Tags the daemon puts on every run a sensor creates (Dagster's RUN_KEY_TAG and SENSOR_NAME_TAG).
+RUN_KEY_TAG, SENSOR_NAME_TAG = "dagster/run_key", "dagster/sensor_name"
+SENSOR_TAGS = (RUN_KEY_TAG, SENSOR_NAME_TAG)
+SENSOR_NAME = "segment_rerun_sensor"
 FAILED_RUN_STATUSES = {dg.DagsterRunStatus.FAILURE: "failed", dg.DagsterRunStatus.CANCELED: "failed"}
 
 
@@ -59,9 +67,26 @@ def mark_request(warehouse: Warehouse, request_id: int, status: str, *, run_id: 
         return result.rowcount > 0
 
 
-def _run_for(instance: dg.DagsterInstance, request_id: int) -> dg.DagsterRun | None:
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={REQUEST_TAG: str(request_id)}), limit=1)
-    return runs[0] if runs else None
+def _run_for(instance: dg.DagsterInstance, request_id: int) -> dg.RunRecord | None:
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={REQUEST_TAG: str(request_id)}), limit=1)
+    return records[0] if records else None
+
+
+def _stranded(record: dg.RunRecord, request_id: int, now: datetime) -> bool:
+    """The sensor's own run for the request, created over `RELAUNCH_AFTER` ago and never submitted.
+
+    Only such a run is asked for again: the daemon finds it by its run key and submits it. A run
+    without the key (made by hand) would not be found, and asking would create a second one.
+    """
+    run = record.dagster_run
+    return (run.status == dg.DagsterRunStatus.NOT_STARTED
+            and run.tags.get(RUN_KEY_TAG) == run_key(request_id)
+            and run.tags.get(SENSOR_NAME_TAG) == SENSOR_NAME
+            and now - _utc(record.create_timestamp) >= RELAUNCH_AFTER)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment  # run storage keeps UTC
 
 
 def _record_run(warehouse: Warehouse, request_id: int, run: dg.DagsterRun) -> str:
@@ -86,6 +111,7 @@ def _load_cursor(text: str | None) -> dict:
 
 
 @dg.sensor(
+    name=SENSOR_NAME,
     job=segment_rerun_job,
     minimum_interval_seconds=POLL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -106,10 +132,16 @@ def segment_rerun_sensor(context: dg.SensorEvaluationContext, warehouse: Warehou
     for row in open_requests.itertuples(index=False):
         request_id = int(row.request_id)
         key = str(request_id)
-        run = _run_for(context.instance, request_id)
-        if run is not None:
+        record = _run_for(context.instance, request_id)
+        if record is not None:
+            run = record.dagster_run
             notes.append(f"request {request_id}: run {run.run_id} → {_record_run(wh, request_id, run)}")
             cursor["asked"].pop(key, None)
+            if _stranded(record, request_id, now):
+                # Same key, the run's own config and tags: the daemon submits this run, creates none.
+                run_requests.append(dg.RunRequest(run_key=run_key(request_id), run_config=run.run_config,
+                                                  tags={k: v for k, v in run.tags.items() if k not in SENSOR_TAGS}))
+                notes.append(f"request {request_id}: run {run.run_id} was created but never submitted; asking again")
             continue
         if row.status != "pending":
             continue  # launched by hand or its run was deleted: nothing to launch again

@@ -25,6 +25,7 @@ groups this harness started are signalled, by their ids. Then both schemas are d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -362,6 +363,27 @@ class DagsterServices:
         from customer_analytics.resources.warehouse import Warehouse
 
         return Warehouse(self.warehouse_url, self.warehouse_schema)
+
+    @contextlib.contextmanager
+    def instance(self):
+        """The services' Dagster instance, opened in this process (its storage's password through the environment)."""
+        import dagster as dg
+        from dagster._core.instance.ref import InstanceRef
+
+        saved = {key: os.environ.get(key) for key in self.env}
+        os.environ.update(self.env)
+        try:
+            instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.dagster_home)))
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        try:
+            yield instance
+        finally:
+            instance.dispose()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """`customer-analytics ARGS` with the services' environment (warehouse, landing, DAGSTER_HOME)."""

@@ -17,10 +17,12 @@ import time
 from datetime import date
 
 import pytest
+from dagster import DagsterRunStatus, RunsFilter
 from sqlalchemy import text
 
 from customer_analytics.jobs import REQUEST_TAG
 from customer_analytics.resources.warehouse import Warehouse
+from customer_analytics.sensors import RELAUNCH_AFTER
 from customer_analytics.views import VIEW_NAMES
 from customer_analytics_tests.conftest import _postgres_or_skip, reachable_or_skip
 from customer_analytics_tests.dagster_services import LOCATION_NAME, REPOSITORY_NAME, DagsterServices
@@ -220,8 +222,8 @@ def _requests(warehouse, requested_by: str):
 
 
 def test_a_daemon_killed_as_the_sensor_launches_forgets_no_request_and_runs_none_twice(services, month_run, timings):
-    """kill -9 of the daemon the moment the sensor's first run exists (its tick unfinished, its cursor unsaved,
-    the requests still unmarked); after a restart every request has exactly one run, and each succeeded.
+    """kill -9 of the daemon the moment the sensor's first run exists (its tick unfinished, the requests still
+    unmarked); after a restart every request has exactly one run, and each succeeded.
 
     The daemon that is killed holds queued runs (run limit 0): otherwise, on a loaded machine, the kill can land
     while its run queue starts the first run (STARTING reported, the launch not made), which strands that run and,
@@ -281,6 +283,55 @@ def test_a_daemon_killed_as_the_sensor_launches_forgets_no_request_and_runs_none
         for row in requests.itertuples():
             (run,) = by_request[str(row.request_id)]
             assert run["status"] == "SUCCESS" and row.run_id == run["runId"], (row, run)
+    finally:
+        if paused:  # the later tests need a daemon that starts runs
+            services.restart_daemon(max_concurrent_runs=4)
+        warehouse.engine.dispose()
+
+
+def test_a_sensor_run_created_but_never_submitted_is_submitted_once_the_sensor_asks_again(services, month_run):
+    """The daemon killed between creating a request's run and submitting it, its tick not resumed (down for over a
+    day, or the sensor stopped mid-tick), leaves the run NOT_STARTED. Made here from a queued run: deleted and added
+    back NOT_STARTED, created RELAUNCH_AFTER ago. The restarted daemon submits that same run once the sensor asks
+    again under its run key; no second run is created."""
+    warehouse = services.warehouse()
+    paused = True
+    try:
+        services.restart_daemon(max_concurrent_runs=0)
+        segment = warehouse.read_frame(text(f"SELECT MIN(segment) AS s FROM {warehouse.qualified('customer_clv')} "
+                                            "WHERE as_of_month = :m"), {"m": MONTH_START})["s"][0]
+        services.cli("request-rerun", "--segment", segment, "--month", MONTH, "--by", "e2e-stranded")
+        deadline = time.monotonic() + 90
+        while (requests := _requests(warehouse, "e2e-stranded"))["status"].tolist() != ["launched"]:
+            # The tick after the one that created the run records it: the creating tick has ended.
+            assert time.monotonic() < deadline, f"request not launched within 90 s: {requests}\n{services.log_tails()}"
+            services.check_alive()
+            time.sleep(0.5)
+        services.kill("daemon")
+        request_id = str(requests["request_id"][0])
+        (queued,) = [r for r in services.runs("segment_rerun_job") if r["tags"].get(REQUEST_TAG) == request_id]
+        assert queued["status"] == "QUEUED", queued
+        with services.instance() as instance:
+            run = instance.get_run_by_id(queued["runId"])
+            instance.delete_run(run.run_id)
+            instance.add_run(run.with_status(DagsterRunStatus.NOT_STARTED))
+            with instance.run_storage.connect() as connection:  # Dagster's runs table: when the run was created
+                connection.execute(text("UPDATE runs SET create_timestamp = create_timestamp - :ago WHERE run_id = :r"),
+                                   {"ago": RELAUNCH_AFTER, "r": run.run_id})
+                connection.commit()
+            (record,) = instance.get_run_records(RunsFilter(run_ids=[run.run_id]))
+            assert record.dagster_run.status == DagsterRunStatus.NOT_STARTED
+        services.restart_daemon(max_concurrent_runs=4)
+        paused = False
+
+        deadline = time.monotonic() + 120
+        while (requests := _requests(warehouse, "e2e-stranded"))["status"].tolist() == ["launched"]:
+            assert time.monotonic() < deadline, f"the stranded run was not submitted: {requests}\n{services.log_tails()}"
+            services.check_alive()
+            time.sleep(1)
+        assert requests["status"].tolist() == ["succeeded"] and requests["run_id"].tolist() == [run.run_id], requests
+        runs = [r for r in services.runs("segment_rerun_job") if r["tags"].get(REQUEST_TAG) == request_id]
+        assert [(r["runId"], r["status"]) for r in runs] == [(run.run_id, "SUCCESS")]
     finally:
         if paused:  # the later tests need a daemon that starts runs
             services.restart_daemon(max_concurrent_runs=4)

@@ -14,6 +14,7 @@ from customer_analytics.jobs import REQUEST_TAG, rerun_run_config, segment_rerun
 from customer_analytics.reruns import validate_request, write_request
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import rerun_requests
+from customer_analytics import sensors
 from customer_analytics.sensors import (
     RELAUNCH_AFTER,
     segment_rerun_failed,
@@ -119,6 +120,34 @@ def test_a_request_asked_for_but_never_launched_is_asked_again_under_the_same_ke
     stale = json.dumps({"asked": {str(request_id): long_ago}})
     again = evaluate(instance, resources, cursor=stale)
     assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests] == [f"rerun-request-{request_id}"]
+
+
+def test_a_run_created_but_never_submitted_is_asked_for_again_under_its_key(control, monkeypatch):
+    """The daemon killed between creating a request's run and submitting it, its tick not resumed: the run stays
+    NOT_STARTED. Past RELAUNCH_AFTER the sensor asks again under the run's key, which makes the daemon submit that run."""
+    warehouse, instance, resources = control
+    request_id = insert_raw(warehouse, segment="high", as_of_month=MONTH)
+    (asked,) = evaluate(instance, resources).run_requests
+    # The run as the daemon creates it from the request (its tags plus the sensor's), left unsubmitted.
+    run = instance.create_run_for_job(segment_rerun_job, run_config=asked.run_config, status=dg.DagsterRunStatus.NOT_STARTED,
+                                      tags={**asked.tags, "dagster/run_key": asked.run_key,
+                                            "dagster/sensor_name": segment_rerun_sensor.name})
+    by_hand = insert_raw(warehouse, segment="low", as_of_month=MONTH)
+    instance.create_run_for_job(segment_rerun_job, run_config=rerun_run_config("low", "2025-03", None, by_hand),
+                                tags={REQUEST_TAG: str(by_hand)}, status=dg.DagsterRunStatus.NOT_STARTED)
+
+    # Just created: the daemon that made it may still submit it, so it is only recorded.
+    assert evaluate(instance, resources).run_requests == []
+    row = requests(warehouse).loc[request_id]
+    assert (row["status"], row["run_id"]) == ("launched", run.run_id)
+
+    monkeypatch.setattr(sensors, "RELAUNCH_AFTER", timedelta(0))
+    (again,) = evaluate(instance, resources).run_requests
+    assert again.run_key == asked.run_key == f"rerun-request-{request_id}"
+    assert again.run_config == run.run_config == asked.run_config
+    assert again.tags[REQUEST_TAG] == str(request_id) and "dagster/run_key" not in again.tags
+    # The run made by hand has no run key the daemon could find: asking would create a second run, so it is left.
+    assert requests(warehouse).loc[by_hand, "status"] == "launched"
 
 
 def test_run_status_sensors_finish_the_request(control):
