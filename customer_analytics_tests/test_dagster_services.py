@@ -258,7 +258,7 @@ def test_a_daemon_killed_as_the_sensor_launches_forgets_no_request_and_runs_none
               f"{len(runs)} of {len(ids)} runs created ({', '.join(r['status'] for r in runs)}), "
               f"requests {at_kill['status'].tolist()}")
         # Created but not yet submitted (NOT_STARTED) when the kill lands between the two, else queued; the restarted
-        # daemon's sensor resumes the unfinished tick and submits a NOT_STARTED run under its run key.
+        # daemon resumes the unfinished tick and submits a NOT_STARTED run it finds under the run key.
         at_kill_runs = request_runs()
         assert at_kill_runs and {r["status"] for r in at_kill_runs} <= {"NOT_STARTED", "QUEUED"}, at_kill_runs
         services.restart_daemon(max_concurrent_runs=4)

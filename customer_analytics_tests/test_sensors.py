@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import delete, select
 
+from customer_analytics import sensors
 from customer_analytics.jobs import REQUEST_TAG, rerun_run_config, segment_rerun_job
 from customer_analytics.reruns import validate_request, write_request
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import rerun_requests
-from customer_analytics import sensors
 from customer_analytics.sensors import (
     RELAUNCH_AFTER,
     segment_rerun_failed,
