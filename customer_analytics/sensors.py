@@ -82,11 +82,7 @@ def _stranded(record: dg.RunRecord, request_id: int, now: datetime) -> bool:
     return (run.status == dg.DagsterRunStatus.NOT_STARTED
             and run.tags.get(RUN_KEY_TAG) == run_key(request_id)
             and run.tags.get(SENSOR_NAME_TAG) == SENSOR_NAME
-            and now - _utc(record.create_timestamp) >= RELAUNCH_AFTER)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment  # run storage keeps UTC
+            and now - record.create_timestamp >= RELAUNCH_AFTER)  # Dagster's run records are aware UTC
 
 
 def _record_run(warehouse: Warehouse, request_id: int, run: dg.DagsterRun) -> str:

@@ -40,6 +40,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCATION_NAME = "customer_analytics"  # workspace.yaml's location_name
@@ -370,16 +371,8 @@ class DagsterServices:
         import dagster as dg
         from dagster._core.instance.ref import InstanceRef
 
-        saved = {key: os.environ.get(key) for key in self.env}
-        os.environ.update(self.env)
-        try:
+        with mock.patch.dict(os.environ, self.env):
             instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.dagster_home)))
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         try:
             yield instance
         finally:

@@ -221,6 +221,17 @@ def _requests(warehouse, requested_by: str):
                                      "WHERE requested_by = :by ORDER BY request_id"), {"by": requested_by})
 
 
+def _wait_for_requests(services, warehouse, requested_by: str, done, timeout: float, what: str, poll: float = 1.0):
+    """Poll `requested_by`'s requests until `done(their statuses)`; after `timeout` s fail with `what`, the rows and the
+    services' log tails. Returns the rows."""
+    deadline = time.monotonic() + timeout
+    while not done((requests := _requests(warehouse, requested_by))["status"].tolist()):
+        assert time.monotonic() < deadline, f"{what}: {requests}\n{services.log_tails()}"
+        services.check_alive()
+        time.sleep(poll)
+    return requests
+
+
 def test_a_daemon_killed_as_the_sensor_launches_forgets_no_request_and_runs_none_twice(services, month_run, timings):
     """kill -9 of the daemon the moment the sensor's first run exists (its tick unfinished, the requests still
     unmarked); after a restart every request has exactly one run, and each succeeded.
@@ -264,14 +275,9 @@ def test_a_daemon_killed_as_the_sensor_launches_forgets_no_request_and_runs_none
         services.restart_daemon(max_concurrent_runs=4)
         paused = False
 
-        deadline = time.monotonic() + 240
-        while True:
-            requests = _requests(warehouse, "e2e-daemon-kill")
-            if set(requests["status"]) <= {"succeeded", "failed", "rejected"}:
-                break
-            assert time.monotonic() < deadline, f"requests still open after the restart: {requests}\n{services.log_tails()}"
-            services.check_alive()
-            time.sleep(1)
+        _wait_for_requests(services, warehouse, "e2e-daemon-kill",
+                           lambda statuses: set(statuses) <= {"succeeded", "failed", "rejected"},
+                           240, "requests still open after the restart")
         timings["daemon_kill_to_all_requests_done_s"] = time.perf_counter() - started
         time.sleep(POLL_SECONDS + 2)  # at least one more sensor tick after the last request ended
 
@@ -301,12 +307,9 @@ def test_a_sensor_run_created_but_never_submitted_is_submitted_once_the_sensor_a
         segment = warehouse.read_frame(text(f"SELECT MIN(segment) AS s FROM {warehouse.qualified('customer_clv')} "
                                             "WHERE as_of_month = :m"), {"m": MONTH_START})["s"][0]
         services.cli("request-rerun", "--segment", segment, "--month", MONTH, "--by", "e2e-stranded")
-        deadline = time.monotonic() + 90
-        while (requests := _requests(warehouse, "e2e-stranded"))["status"].tolist() != ["launched"]:
-            # The tick after the one that created the run records it: the creating tick has ended.
-            assert time.monotonic() < deadline, f"request not launched within 90 s: {requests}\n{services.log_tails()}"
-            services.check_alive()
-            time.sleep(0.5)
+        # The tick after the one that created the run records it: the creating tick has ended.
+        requests = _wait_for_requests(services, warehouse, "e2e-stranded", lambda statuses: statuses == ["launched"],
+                                      90, "request not launched within 90 s", poll=0.5)
         services.kill("daemon")
         request_id = str(requests["request_id"][0])
         (queued,) = [r for r in services.runs("segment_rerun_job") if r["tags"].get(REQUEST_TAG) == request_id]
@@ -324,11 +327,8 @@ def test_a_sensor_run_created_but_never_submitted_is_submitted_once_the_sensor_a
         services.restart_daemon(max_concurrent_runs=4)
         paused = False
 
-        deadline = time.monotonic() + 120
-        while (requests := _requests(warehouse, "e2e-stranded"))["status"].tolist() == ["launched"]:
-            assert time.monotonic() < deadline, f"the stranded run was not submitted: {requests}\n{services.log_tails()}"
-            services.check_alive()
-            time.sleep(1)
+        requests = _wait_for_requests(services, warehouse, "e2e-stranded", lambda statuses: statuses != ["launched"],
+                                      120, "the stranded run was not submitted")
         assert requests["status"].tolist() == ["succeeded"] and requests["run_id"].tolist() == [run.run_id], requests
         runs = [r for r in services.runs("segment_rerun_job") if r["tags"].get(REQUEST_TAG) == request_id]
         assert [(r["runId"], r["status"]) for r in runs] == [(run.run_id, "SUCCESS")]
