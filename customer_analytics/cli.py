@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="first", type=_month_arg, default=None, help="first month, YYYY-MM (default: the first partition)")
     run.add_argument("--to", dest="last", type=_month_arg, default=None, help="last month, YYYY-MM (default: the month in progress)")
     run.add_argument("--select", default="*", help="Dagster asset selection, e.g. 'raw_events' or 'group:ingestion' (default: all)")
+    run.add_argument("--allow-shrink", action="store_true",
+                     help="let the loads drop most of a month's rows or the profiles (to zero, or by more than "
+                          "CUSTOMER_ANALYTICS_MAX_SHRINK); without it such a load fails and replaces nothing")
 
     rerun = commands.add_parser("request-rerun", help="ask for one value segment's CLV scores to be recomputed now")
     rerun.add_argument("--segment", required=True, help="high, medium, low or at_risk")
@@ -325,13 +328,14 @@ def _materialize(args) -> int:
     from customer_analytics.partitions import monthly_partitions
 
     keys = monthly_partitions.get_partition_keys()
+    # Each given month is checked first, so a message only ever names a flag the user gave.
+    for label, month in (("--from", args.first), ("--to", args.last)):
+        if month is not None and month_key(month) not in keys:
+            raise UsageError(f"{label} {month_key(month)} is not a partition: valid months are {keys[0]} … {keys[-1]}")
     first = args.first or parse_month(keys[0])
     last = args.last or parse_month(keys[-1])
     if last < first:
         raise UsageError(f"--to {month_key(last)} is before --from {month_key(first)}: give --to the same month or a later one")
-    for label, month in (("--from", first), ("--to", last)):
-        if month_key(month) not in keys:
-            raise UsageError(f"{label} {month_key(month)} is not a partition: valid months are {keys[0]} … {keys[-1]}")
 
     graph = defs.resolve_asset_graph()
     valid = ", ".join(sorted(key.to_user_string() for key in graph.materializable_asset_keys))
@@ -387,8 +391,13 @@ def _materialize(args) -> int:
     for partition, asset_keys in plan:
         label = partition or "(unpartitioned)"
         started = time.perf_counter()
+        run_config = dict(quiet)
+        if args.allow_shrink:
+            # Config only for the loads this run executes: Dagster refuses config of ops outside the selection.
+            loads = {graph.get(key).assets_def.op.name for key in asset_keys if key.to_user_string() in reads_landing}
+            run_config["ops"] = {name: {"config": {"allow_shrink": True}} for name in sorted(loads)}
         result = job.execute_in_process(
-            partition_key=partition, asset_selection=asset_keys, instance=instance, run_config=quiet,
+            partition_key=partition, asset_selection=asset_keys, instance=instance, run_config=run_config,
             raise_on_error=False, tags={"trigger": "cli", **({"partition": partition} if partition else {})},
         )
         seconds = time.perf_counter() - started

@@ -22,6 +22,9 @@ DEFAULT_START_MONTH = "2025-01"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_LATE_DAYS = 3
 DEFAULT_RERUN_POLL_SECONDS = 30
+# A load that would replace a month (or the profiles) with fewer rows than this share of what they
+# hold is refused unless the run allows it: an unmounted or half-copied landing folder looks like this.
+DEFAULT_MAX_SHRINK = 0.5
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -98,12 +101,33 @@ def _whole_number(text: str, *, what: str, unit: str, low: int, high: int) -> in
     return value
 
 
+def parse_start_month(text: str, *, what: str = "CUSTOMER_ANALYTICS_START_MONTH", now: datetime | None = None) -> date:
+    """The first month partition: a month no later than the one in progress (else there would be no partitions)."""
+    month = parse_month(text, what=what)
+    latest = current_month(now)
+    if month > latest:
+        raise ConfigError(f"{what} {text!r} is after the month in progress ({month_key(latest)}): the first partition "
+                          f"must be a month up to {month_key(latest)}, e.g. {DEFAULT_START_MONTH}")
+    return month
+
+
 def parse_late_days(text: str, *, what: str = "CUSTOMER_ANALYTICS_LATE_DAYS") -> int:
     return _whole_number(text, what=what, unit="days", low=0, high=28)
 
 
 def parse_poll_seconds(text: str, *, what: str = "CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS") -> int:
     return _whole_number(text, what=what, unit="seconds", low=1, high=3600)
+
+
+def parse_max_shrink(text: str, *, what: str = "CUSTOMER_ANALYTICS_MAX_SHRINK") -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{what} {text!r} is not valid: use the largest share of a month's rows a load may drop, "
+                          f"from 0 to 1 (e.g. {DEFAULT_MAX_SHRINK}; 1 still refuses a load to zero rows)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -115,6 +139,7 @@ class Settings:
     timezone: str = DEFAULT_TIMEZONE
     late_days: int = DEFAULT_LATE_DAYS
     rerun_poll_seconds: int = DEFAULT_RERUN_POLL_SECONDS
+    max_shrink: float = DEFAULT_MAX_SHRINK
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -126,12 +151,10 @@ class Settings:
                 what="CUSTOMER_ANALYTICS_DB_SCHEMA",
             ),
             landing_dir=env.get("CUSTOMER_ANALYTICS_LANDING_DIR") or DEFAULT_LANDING_DIR,
-            start_month=parse_month(
-                env.get("CUSTOMER_ANALYTICS_START_MONTH") or DEFAULT_START_MONTH,
-                what="CUSTOMER_ANALYTICS_START_MONTH",
-            ),
+            start_month=parse_start_month(env.get("CUSTOMER_ANALYTICS_START_MONTH") or DEFAULT_START_MONTH),
             timezone=parse_timezone(env.get("CUSTOMER_ANALYTICS_TIMEZONE") or DEFAULT_TIMEZONE),
             late_days=parse_late_days(env.get("CUSTOMER_ANALYTICS_LATE_DAYS") or str(DEFAULT_LATE_DAYS)),
             rerun_poll_seconds=parse_poll_seconds(
                 env.get("CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS") or str(DEFAULT_RERUN_POLL_SECONDS)),
+            max_shrink=parse_max_shrink(env.get("CUSTOMER_ANALYTICS_MAX_SHRINK") or str(DEFAULT_MAX_SHRINK)),
         )

@@ -17,6 +17,10 @@ A file broken for good (corrupt gzip, unknown extension) is quarantined as recor
 other files load. A file that disappears or changes while it is read (an upload or rewrite in
 progress) stops the load instead (`LandingFileChanged`, naming it): nothing is replaced, so the
 month keeps its previous rows rather than losing those the file delivered before.
+
+A load that would leave a month (or the profiles) holding rows with none, or with fewer than
+`1 - max_shrink` of them, stops the same way (`ShrinkRefused`) unless the run allows it: an
+unmounted share or a half-copied folder reads as a landing folder that lost its files.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import and_, bindparam, or_
 
-from customer_analytics.config import month_key
+from customer_analytics.config import DEFAULT_MAX_SHRINK, month_key
 from customer_analytics.resources.landing import (
     FileChangedWhileRead,
     LandingFile,
@@ -67,6 +71,9 @@ class LoadReport:
     rejected_without_month: int = 0  # part of `rejected`: no readable month, or outside the partitions
     duplicates: int = 0
     reasons: collections.Counter = field(default_factory=collections.Counter)
+    previous_rows: int = 0  # rows the month (customers, for profiles) held before this load
+    published_rows: int = 0  # rows it holds after
+    shrink_allowed: bool = False  # the run allowed the load to drop rows past the limit
 
     @property
     def records_read(self) -> int:
@@ -84,6 +91,37 @@ class LoadReport:
                 f"{self.scope}: records read {self.records_read} != loaded {self.loaded} + rejected "
                 f"{self.rejected} + duplicates {self.duplicates}; refusing to publish"
             )
+
+
+class ShrinkRefused(RuntimeError):
+    """A load would drop most (or all) of what a month or the profiles hold; nothing was replaced."""
+
+    def __init__(self, scope: str, before: int, after: int, max_shrink: float):
+        drop = (before - after) / before if before else 0.0
+        limit = "to zero rows" if after == 0 else f"by {drop:.0%}, more than CUSTOMER_ANALYTICS_MAX_SHRINK {max_shrink:g}"
+        super().__init__(
+            f"{scope}: this load would shrink {before:,} rows to {after:,} ({limit}); nothing was replaced. "
+            "An empty, unmounted or half-copied landing folder looks like this: check CUSTOMER_ANALYTICS_LANDING_DIR. "
+            "If the loss is intended, run again with `customer-analytics materialize --allow-shrink` "
+            "(run config: allow_shrink: true), or raise CUSTOMER_ANALYTICS_MAX_SHRINK"
+        )
+        self.scope, self.before, self.after, self.max_shrink = scope, before, after, max_shrink
+
+
+def refuses_shrink(before: int, after: int, max_shrink: float) -> bool:
+    """Whether replacing `before` rows by `after` is a shrink a run must allow explicitly."""
+    if before == 0 or after >= before:
+        return False
+    return after == 0 or (before - after) / before > max_shrink
+
+
+def _guard_shrink(report: LoadReport, before: int, after: int, *, allow: bool, max_shrink: float) -> None:
+    report.previous_rows, report.published_rows = before, after
+    if refuses_shrink(before, after, max_shrink):
+        if not allow:
+            raise ShrinkRefused(report.scope, before, after, max_shrink)
+        report.shrink_allowed = True
+        log.warning("%s: shrinking %s rows to %s, as the run allows", report.scope, f"{before:,}", f"{after:,}")
 
 
 def _reason_kind(reason: str) -> str:
@@ -174,8 +212,14 @@ def load_events_month(
     run_id: str = "",
     started_at: datetime | None = None,
     progress: Callable[[str], None] | None = None,
+    allow_shrink: bool = False,
+    max_shrink: float = DEFAULT_MAX_SHRINK,
 ) -> LoadReport:
-    """Replace `raw_events` for `month` (and its rejections) with what the landing folder holds."""
+    """Replace `raw_events` for `month` (and its rejections) with what the landing folder holds.
+
+    Refused (`ShrinkRefused`, nothing replaced) when it would shrink the month past `max_shrink`,
+    unless `allow_shrink`.
+    """
     started_at = started_at or datetime.now(timezone.utc)
     warehouse.ensure_tables()
     files = list_files(landing_dir, "events") + list_files(landing_dir, "transactions")
@@ -185,7 +229,8 @@ def load_events_month(
     while True:
         try:
             return _load_month_once(warehouse, files, manifest, unreadable, month, first_month, last_month,
-                                    run_id, started_at, progress or (lambda message: None))
+                                    run_id, started_at, progress or (lambda message: None),
+                                    shrink=dict(allow=allow_shrink, max_shrink=max_shrink))
         except _RestartWithout as restart:
             unreadable[restart.file.name] = restart.reason
 
@@ -212,7 +257,8 @@ class _RestartWithout(Exception):
         self.file, self.reason = file, reason
 
 
-def _load_month_once(warehouse, files, manifest, unreadable, month, first_month, last_month, run_id, started_at, progress) -> LoadReport:
+def _load_month_once(warehouse, files, manifest, unreadable, month, first_month, last_month, run_id, started_at, progress,
+                     *, shrink: dict) -> LoadReport:
     key = month_key(month)
     report = LoadReport(scope=key)
     seen = FirstDeliveries()
@@ -263,6 +309,9 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
                 keep_existing_on_conflict=True,
             )
         report.check_reconciles()
+        before = int(replacement.query(f"SELECT COUNT(*) AS n FROM {warehouse.qualified(raw_events.name)} "
+                                       "WHERE event_month = :month", {"month": month})["n"].iloc[0])
+        _guard_shrink(report, before, report.loaded, **shrink)
     _update_manifest(warehouse, scanned_months, started_at)
     return report
 
@@ -354,10 +403,12 @@ def _update_manifest(warehouse: Warehouse, scanned: dict[str, tuple[LandingFile,
         replacement.append(landing_files, frame)
 
 
-def load_profiles(warehouse: Warehouse, landing_dir: str, *, run_id: str = "", started_at: datetime | None = None) -> LoadReport:
+def load_profiles(warehouse: Warehouse, landing_dir: str, *, run_id: str = "", started_at: datetime | None = None,
+                  allow_shrink: bool = False, max_shrink: float = DEFAULT_MAX_SHRINK) -> LoadReport:
     """Replace `customer_profiles` (and the profile rejections) from every profile file.
 
-    `loaded` counts profile records merged; a customer with several records is one row.
+    `loaded` counts profile records merged; a customer with several records is one row. Refused
+    (`ShrinkRefused`) when it would shrink the customers past `max_shrink`, unless `allow_shrink`.
     """
     started_at = started_at or datetime.now(timezone.utc)
     warehouse.ensure_tables()
@@ -396,4 +447,6 @@ def load_profiles(warehouse: Warehouse, landing_dir: str, *, run_id: str = "", s
         rejects.flush()
         replacement.append(customer_profiles, merged)
         report.check_reconciles()
+        before = int(replacement.query(f"SELECT COUNT(*) AS n FROM {warehouse.qualified(customer_profiles.name)}", {})["n"].iloc[0])
+        _guard_shrink(report, before, len(merged), allow=allow_shrink, max_shrink=max_shrink)
     return report

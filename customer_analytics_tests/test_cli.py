@@ -65,6 +65,23 @@ def test_materialize_records_runs_in_the_instance(env, capsys):
     assert all(r.tags.get("trigger") == "cli" for r in runs)
 
 
+def test_materialize_from_an_emptied_landing_folder_fails_and_keeps_the_months_until_allowed(env, capsys):
+    write_ndjson(env / "landing" / "events" / "a.ndjson", [event("e1", "c1", "2025-02-10 10:00:00"),
+                                                            event("e2", "c2", "2025-02-11 10:00:00")])
+    months = ["--from", "2025-02", "--to", "2025-02", "--select", "raw_events"]
+    assert main(["materialize", *months]) == 0
+    (env / "landing" / "events" / "a.ndjson").unlink()  # an unmounted share: the folder is there, its files are not
+    capsys.readouterr()
+    assert main(["materialize", *months]) == 1
+    out, err = capsys.readouterr()
+    assert "2025-02: this load would shrink 2 rows to 0" in err and "--allow-shrink" in err, err
+    assert re.search(r"^raw_events\s+2$", out, re.MULTILINE), "the month keeps its rows"
+    assert main(["materialize", *months, "--allow-shrink"]) == 0
+    assert re.search(r"^raw_events\s+0$", capsys.readouterr().out, re.MULTILINE)
+    # Allowing a shrink configures only the loads a run executes (Dagster refuses config of other ops).
+    assert main(["materialize", "--from", "2025-02", "--to", "2025-02", "--select", "customer_rfm", "--allow-shrink"]) == 0
+
+
 # -- Bad arguments to every command: exit status 2, a message saying what is valid, nothing written --------------
 
 SNAPSHOT_IGNORED = ("-wal", "-shm")  # SQLite's WAL side files come and go with connections
@@ -105,7 +122,7 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     for name in ("CUSTOMER_ANALYTICS_DB_SCHEMA", "CUSTOMER_ANALYTICS_START_MONTH", "CUSTOMER_ANALYTICS_TIMEZONE",
                  "CUSTOMER_ANALYTICS_LATE_DAYS", "CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS",
-                 "CUSTOMER_ANALYTICS_BI_PASSWORD"):
+                 "CUSTOMER_ANALYTICS_BI_PASSWORD", "CUSTOMER_ANALYTICS_MAX_SHRINK"):
         monkeypatch.delenv(name, raising=False)
     assert run_cli(["init-instance"]) == 0
     return tmp_path
@@ -152,8 +169,13 @@ BAD_ARGUMENTS = [
     (["materialize"], {"CUSTOMER_ANALYTICS_DB_URL": "sqlite:///" + FILE + "/wh.db"}, "a_file.txt is a file: give a folder"),
     (["materialize"], {"CUSTOMER_ANALYTICS_DB_SCHEMA": "analytics; DROP SCHEMA public"}, "is not a valid identifier"),
     (["materialize"], {"CUSTOMER_ANALYTICS_START_MONTH": "abc"}, "CUSTOMER_ANALYTICS_START_MONTH 'abc' is not a month"),
+    (["materialize"], {"CUSTOMER_ANALYTICS_START_MONTH": "2999-01"},
+     "CUSTOMER_ANALYTICS_START_MONTH '2999-01' is after the month in progress"),
+    (["materialize", "--from", "2999-01"], {}, "--from 2999-01 is not a partition: valid months are 2025-01 …"),
+    (["materialize", "--to", "1999-01"], {}, "--to 1999-01 is not a partition: valid months are 2025-01 …"),
     (["materialize"], {"CUSTOMER_ANALYTICS_TIMEZONE": "Mars/Olympus"}, "use an IANA name such as UTC"),
     (["materialize"], {"CUSTOMER_ANALYTICS_LATE_DAYS": "-1"}, "use a whole number of days from 0 to 28"),
+    (["materialize"], {"CUSTOMER_ANALYTICS_MAX_SHRINK": "1.5"}, "from 0 to 1 (e.g. 0.5; 1 still refuses a load to zero rows)"),
     (["materialize"], {"CUSTOMER_ANALYTICS_RERUN_POLL_SECONDS": "0"}, "use a whole number of seconds from 1 to 3600"),
     (["materialize"], {"CUSTOMER_ANALYTICS_LANDING_DIR": "{root}/no_such_landing"},
      "no_such_landing (CUSTOMER_ANALYTICS_LANDING_DIR) does not exist"),

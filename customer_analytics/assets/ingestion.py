@@ -4,10 +4,11 @@
 from datetime import datetime, timezone
 
 import dagster as dg
+from pydantic import Field
 from sqlalchemy import func, select
 
 from customer_analytics.assets.metadata import OWNERS, counter_table, markdown_table, table_spec_metadata
-from customer_analytics.loading import LoadReport, load_events_month, load_profiles
+from customer_analytics.loading import LoadReport, ShrinkRefused, load_events_month, load_profiles
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.resources import LandingZone, WarehouseResource
 from customer_analytics.resources.tables import customer_profiles, raw_events, rejected_events
@@ -34,6 +35,36 @@ PROFILES_DOC = """One row per customer from the `profiles/` files: profile field
 
 Records are merged in order of `last_login` (records without one first), then landing order; each field takes the
 latest value delivered. Holds personal data (email, names): BI views never expose it."""
+
+
+class IngestConfig(dg.Config):
+    """Run config of the loads (Launchpad: `ops: {ingest_events: {config: {allow_shrink: true}}}`)."""
+
+    allow_shrink: bool = Field(
+        default=False,
+        description="Allow this load to drop most of what the month (or the profiles) holds: to zero rows, or by more "
+                    "than CUSTOMER_ANALYTICS_MAX_SHRINK. Without it such a load fails and replaces nothing.")
+
+
+def _refused(error: ShrinkRefused) -> dg.Failure:
+    return dg.Failure(description=str(error), allow_retries=False, metadata={
+        "rows_before": error.before, "rows_after": error.after, "max_shrink": error.max_shrink})
+
+
+def _shrink_check(asset: str, report: LoadReport) -> dg.AssetCheckResult:
+    change = report.published_rows - report.previous_rows
+    return dg.AssetCheckResult(
+        asset_key=asset, check_name="no_accidental_shrink", passed=True,
+        description=(f"Shrank {report.previous_rows:,} rows to {report.published_rows:,}, as the run allowed (allow_shrink)."
+                     if report.shrink_allowed else f"{report.previous_rows:,} rows before, {report.published_rows:,} after."),
+        metadata={"rows_before": report.previous_rows, "rows_after": report.published_rows, "change": change,
+                  "shrink_allowed": report.shrink_allowed},
+    )
+
+
+SHRINK_CHECK_DOC = ("Records each load's rows before and after. A load that would shrink them to zero, or by more than "
+                    "CUSTOMER_ANALYTICS_MAX_SHRINK (default 0.5), fails before replacing anything unless the run sets "
+                    "allow_shrink (an unmounted or half-copied landing folder looks like that).")
 
 
 def _load_metadata(report: LoadReport) -> dict:
@@ -80,20 +111,25 @@ def _readable_check(asset: str, report: LoadReport) -> dg.AssetCheckResult:
                           "(records without a readable month are reported apart, as rejected_without_month)."),
         dg.AssetCheckSpec("records_reconcile", asset="raw_events",
                           description="records read = loaded + rejected + duplicates."),
+        dg.AssetCheckSpec("no_accidental_shrink", asset="raw_events", blocking=True, description=SHRINK_CHECK_DOC),
     ],
 )
 @retry_on_lost_connection
-def ingest_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZone):
+def ingest_events(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: WarehouseResource, landing: LandingZone):
     """Load one month of events and legacy transactions from the landing folder."""
     month = partition_month(context.partition_key)
     wh = warehouse.get()
     started_at = datetime.now(timezone.utc)
-    report = load_events_month(
-        wh, landing.path, month,
-        first_month=partition_month(monthly_partitions.get_first_partition_key()),
-        last_month=partition_month(monthly_partitions.get_last_partition_key()),
-        run_id=context.run.run_id, started_at=started_at, progress=context.log.info,
-    )
+    try:
+        report = load_events_month(
+            wh, landing.path, month,
+            first_month=partition_month(monthly_partitions.get_first_partition_key()),
+            last_month=partition_month(monthly_partitions.get_last_partition_key()),
+            run_id=context.run.run_id, started_at=started_at, progress=context.log.info,
+            allow_shrink=config.allow_shrink, max_shrink=landing.max_shrink,
+        )
+    except ShrinkRefused as error:
+        raise _refused(error) from None
     context.log.info(
         f"{context.partition_key}: {report.records_read:,} records read, {report.loaded:,} loaded, "
         f"{report.rejected:,} rejected, {report.duplicates:,} duplicates ({len(report.files_read)} files read, "
@@ -122,6 +158,7 @@ def ingest_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         passed=report.records_read == report.loaded + report.rejected + report.duplicates,
         metadata={"records_read": report.records_read, "loaded": report.loaded, "rejected": report.rejected, "duplicates": report.duplicates},
     )
+    yield _shrink_check("raw_events", report)
 
 
 @dg.asset(
@@ -129,13 +166,20 @@ def ingest_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     description=PROFILES_DOC, group_name=GROUP, owners=OWNERS, kinds={"python", "pandas", "sql"},
     metadata=table_spec_metadata(customer_profiles),
     check_specs=[dg.AssetCheckSpec("landing_files_readable", asset="customer_profiles",
-                                   description="Fails when a profile file cannot be read at all.")],
+                                   description="Fails when a profile file cannot be read at all."),
+                 dg.AssetCheckSpec("no_accidental_shrink", asset="customer_profiles", blocking=True,
+                                   description=SHRINK_CHECK_DOC)],
 )
 @retry_on_lost_connection
-def customer_profiles_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZone):
+def customer_profiles_asset(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: WarehouseResource,
+                            landing: LandingZone):
     """Merge every profile and demographic record into one row per customer."""
     wh = warehouse.get()
-    report = load_profiles(wh, landing.path, run_id=context.run.run_id)
+    try:
+        report = load_profiles(wh, landing.path, run_id=context.run.run_id, allow_shrink=config.allow_shrink,
+                               max_shrink=landing.max_shrink)
+    except ShrinkRefused as error:
+        raise _refused(error) from None
     customers = wh.scalar(select(func.count()).select_from(customer_profiles))
     context.log.info(f"profiles: {report.loaded:,} records merged into {customers:,} customers, {report.rejected:,} rejected")
     preview = wh.read_frame(
@@ -148,4 +192,5 @@ def customer_profiles_asset(context: dg.AssetExecutionContext, warehouse: Wareho
         metadata={**_load_metadata(report), "customers": customers, "dagster/row_count": customers, "preview": markdown_table(preview)},
     )
     yield _readable_check("customer_profiles", report)
+    yield _shrink_check("customer_profiles", report)
 

@@ -37,6 +37,11 @@ class LandingZone(dg.ConfigurableResource):
     def path(self) -> str:
         return self.landing_dir or Settings.from_env().landing_dir
 
+    @property
+    def max_shrink(self) -> float:
+        """`CUSTOMER_ANALYTICS_MAX_SHRINK`: the largest share of a month's rows a load may drop unasked."""
+        return Settings.from_env().max_shrink
+
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {"warehouse": WarehouseResource(), "landing": LandingZone()}

@@ -1,0 +1,95 @@
+"""Inputs that once lost or double-counted data while the run exited 0 (issue 35), on SQLite and PostgreSQL.
+
+Each test builds the landing folder a careless operator or a messy source system would leave,
+and shows either the right rows or a refusal that replaces nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from customer_analytics.loading import ShrinkRefused, load_events_month, load_profiles, refuses_shrink
+from customer_analytics.resources.tables import customer_profiles, raw_events, rejected_events
+from customer_analytics_tests.landing_builder import event, write_csv, write_ndjson
+
+JAN, FEB, MAR = date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1)
+PROFILE_FIELDS = ["customer_id", "email", "first_name", "last_name", "age", "gender", "city", "country", "signup_date",
+                  "last_login"]
+
+
+def load(warehouse, landing, month, **kwargs):
+    return load_events_month(warehouse, str(landing), month, first_month=JAN, last_month=MAR, run_id="test", **kwargs)
+
+
+def rows_of(warehouse, month) -> int:
+    return warehouse.scalar(select(func.count()).select_from(raw_events).where(raw_events.c.event_month == month))
+
+
+def write_month(root, month: date, count: int, *, name: str | None = None):
+    """`count` purchases of `month`, one file."""
+    records = [event(f"{month:%Y%m}-{i}", f"c{i % 7}", f"{month:%Y-%m}-{1 + i % 27:02d} 10:00:00", price=1.0 + i)
+               for i in range(count)]
+    return write_ndjson(root / "events" / (name or f"{month:%Y-%m}.ndjson"), records)
+
+
+def write_profiles(root, count: int):
+    rows = [[f"c{i}", f"c{i}@example.com", "A", "B", "30", "F", "Berlin", "DE", "2024-01-01", "2025-01-01"]
+            for i in range(count)]
+    return write_csv(root / "profiles" / "profiles.csv", PROFILE_FIELDS, rows)
+
+
+@pytest.mark.parametrize(("before", "after", "max_shrink", "refused"), [
+    (0, 0, 0.5, False),  # nothing to lose
+    (10, 0, 1.0, True),  # to zero is refused even when any share may go
+    (10, 5, 0.5, False),  # exactly the limit
+    (10, 4, 0.5, True),
+    (10, 12, 0.0, False),  # growing never is
+    (10, 9, 0.0, True),
+])
+def test_which_shrinks_need_the_runs_permission(before, after, max_shrink, refused):
+    assert refuses_shrink(before, after, max_shrink) is refused
+
+
+def test_an_empty_landing_folder_replaces_no_month_and_no_profiles(warehouse, tmp_path):
+    """Case 1: an unmounted share is an existing but empty folder."""
+    landing = tmp_path / "landing"
+    write_month(landing, JAN, 40)
+    write_profiles(landing, 12)
+    load(warehouse, landing, JAN)
+    load_profiles(warehouse, str(landing))
+    shutil.rmtree(landing)
+    (landing / "events").mkdir(parents=True)
+
+    with pytest.raises(ShrinkRefused) as refused:
+        load(warehouse, landing, JAN)
+    message = str(refused.value)
+    assert "2025-01" in message and "40 rows to 0" in message and "--allow-shrink" in message
+    assert rows_of(warehouse, JAN) == 40, "the month keeps its rows"
+    with pytest.raises(ShrinkRefused, match="profiles: this load would shrink 12 rows to 0"):
+        load_profiles(warehouse, str(landing))
+    assert warehouse.scalar(select(func.count()).select_from(customer_profiles)) == 12
+
+    report = load(warehouse, landing, JAN, allow_shrink=True)
+    assert (report.previous_rows, report.published_rows, report.shrink_allowed) == (40, 0, True)
+    assert rows_of(warehouse, JAN) == 0
+    load_profiles(warehouse, str(landing), allow_shrink=True)
+    assert warehouse.scalar(select(func.count()).select_from(customer_profiles)) == 0
+
+
+def test_a_half_copied_month_is_refused_past_the_limit_and_a_small_drop_is_not(warehouse, tmp_path):
+    landing = tmp_path / "landing"
+    write_month(landing, JAN, 30, name="a.ndjson")
+    write_month(landing, FEB, 5, name="b.ndjson")  # another month's file: untouched by January's load
+    load(warehouse, landing, JAN)
+    write_month(landing, JAN, 12, name="a.ndjson")  # 60 % of January gone
+    with pytest.raises(ShrinkRefused, match=r"30 rows to 12 \(by 60%, more than CUSTOMER_ANALYTICS_MAX_SHRINK 0.5\)"):
+        load(warehouse, landing, JAN)
+    assert rows_of(warehouse, JAN) == 30
+    report = load(warehouse, landing, JAN, max_shrink=0.7)
+    assert (report.previous_rows, report.published_rows, report.shrink_allowed) == (30, 12, False)
+    assert rows_of(warehouse, JAN) == 12
