@@ -34,7 +34,7 @@ from datetime import date, datetime, timezone
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, bindparam, or_
+from sqlalchemy import and_, bindparam, or_, select
 
 from customer_analytics.config import DEFAULT_MAX_SHRINK, month_key
 from customer_analytics.resources.landing import (
@@ -308,6 +308,14 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
                      _file_scoped(first_month, last_month)),
                 keep_existing_on_conflict=True,
             )
+        # Rejections no month owns, of files renamed or deleted since: no load would read them again.
+        listed = replacement.stage_keys("source_file", [_storable(f.name) for f in files])
+        replacement.delete_where(
+            rejected_events,
+            and_(rejected_events.c.source.in_(("events", "transactions")), _file_scoped(first_month, last_month),
+                 rejected_events.c.source_file.not_in(select(listed.c.source_file))),
+            keep_existing_on_conflict=True,
+        )
         report.check_reconciles()
         before = int(replacement.query(f"SELECT COUNT(*) AS n FROM {warehouse.qualified(raw_events.name)} "
                                        "WHERE event_month = :month", {"month": month})["n"].iloc[0])

@@ -93,3 +93,69 @@ def test_a_half_copied_month_is_refused_past_the_limit_and_a_small_drop_is_not(w
     report = load(warehouse, landing, JAN, max_shrink=0.7)
     assert (report.previous_rows, report.published_rows, report.shrink_allowed) == (30, 12, False)
     assert rows_of(warehouse, JAN) == 12
+
+
+# -- Case 7: the quarantine keyed by record and month, superseded when files change --------------------------------
+
+def quarantine(warehouse) -> set[tuple]:
+    frame = warehouse.read_frame(select(rejected_events.c.source_file, rejected_events.c.record_number,
+                                        rejected_events.c.event_month, rejected_events.c.reason))
+    return {(r.source_file, int(r.record_number), None if pd.isna(r.event_month) else pd.Timestamp(r.event_month).date(),
+             r.reason) for r in frame.itertuples()}
+
+
+def test_a_record_number_reused_by_another_months_bad_record_is_not_lost(warehouse, tmp_path):
+    landing = tmp_path / "landing"
+    path = landing / "events" / "f.ndjson"
+    write_ndjson(path, [event("a", "c1", "2025-01-03 10:00:00"), event("b", "c1", "2025-02-03 10:00:00", price="x")])
+    load(warehouse, landing, JAN)
+    load(warehouse, landing, FEB)
+    assert {(f, r, m) for f, r, m, _ in quarantine(warehouse)} == {("events/f.ndjson", 2, FEB)}
+    # Rewritten: line 2 is now a bad January record, and February's is gone.
+    write_ndjson(path, [event("a", "c1", "2025-01-03 10:00:00"), event("b", "c1", "2025-01-04 10:00:00", price="y")])
+    load(warehouse, landing, JAN)
+    assert ("events/f.ndjson", 2, JAN) in {(f, r, m) for f, r, m, _ in quarantine(warehouse)}
+    load(warehouse, landing, FEB)
+    assert {(f, r, m) for f, r, m, _ in quarantine(warehouse)} == {("events/f.ndjson", 2, JAN)}
+
+
+def test_rejections_of_renamed_or_deleted_files_are_superseded(warehouse, tmp_path):
+    landing = tmp_path / "landing"
+    write_ndjson(landing / "events" / "old.ndjson", [event("a", "c1", "2025-01-03 10:00:00"), '{"broken',
+                                                    event("z", "c1", "2019-01-03 10:00:00")])
+    load(warehouse, landing, JAN)
+    assert {f for f, *_ in quarantine(warehouse)} == {"events/old.ndjson"}
+    (landing / "events" / "old.ndjson").rename(landing / "events" / "new.ndjson")
+    load(warehouse, landing, JAN)
+    assert {(f, r, m) for f, r, m, _ in quarantine(warehouse)} == {("events/new.ndjson", 2, None),
+                                                                        ("events/new.ndjson", 3, date(2019, 1, 1))}
+    (landing / "events" / "new.ndjson").unlink()
+    load(warehouse, landing, JAN, allow_shrink=True)
+    assert quarantine(warehouse) == set()
+
+
+def test_a_warehouse_keyed_the_old_way_is_migrated_and_keeps_its_rejections(warehouse):
+    from sqlalchemy import MetaData, UniqueConstraint, insert
+
+    old = MetaData(schema=warehouse.schema if warehouse.dialect == "postgresql" else None)
+    legacy = rejected_events.to_metadata(old)
+    legacy.indexes = {index for index in legacy.indexes if index.name != "rejected_events_record_month_key"}
+    legacy.append_constraint(UniqueConstraint("source_file", "record_number", name="rejected_events_record_key"))
+    with warehouse.begin() as connection:
+        if warehouse.dialect == "postgresql":
+            connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {warehouse.quote(warehouse.schema)}")
+        legacy.create(connection)
+        connection.execute(insert(legacy), [{"source": "events", "source_file": "f", "record_number": 1, "raw_record": "x",
+                                             "reason": "old", "rejected_at": pd.Timestamp("2025-01-01", tz="UTC"),
+                                             "event_month": JAN}])
+    warehouse.ensure_tables()
+    with warehouse.begin() as connection:
+        connection.execute(insert(rejected_events), [{"source": "events", "source_file": "f", "record_number": 1,
+                                                      "raw_record": "y", "reason": "new", "rejected_at": pd.Timestamp("2025-01-01", tz="UTC"),
+                                                      "event_month": FEB}])
+    assert {(m, reason) for _f, _r, m, reason in quarantine(warehouse)} == {(JAN, "old"), (FEB, "new")}
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        with warehouse.begin() as connection:
+            connection.execute(insert(rejected_events), [{"source": "events", "source_file": "f", "record_number": 1,
+                                                          "raw_record": "z", "reason": "again", "rejected_at": pd.Timestamp("2025-01-01", tz="UTC"),
+                                                          "event_month": FEB}])

@@ -26,7 +26,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
     text,
 )
 
@@ -68,6 +67,10 @@ def _keyed_by_id(name: str, *key: str, month: str) -> list:
     ]
 
 
+# The month key of a rejection without a month, in `rejected_events_record_month_key`.
+NO_MONTH = "0001-01-01"
+# Unique constraints of earlier versions: `Warehouse.ensure_tables` drops them (table, constraint).
+RETIRED_CONSTRAINTS = (("rejected_events", "rejected_events_record_key"),)  # keyed without the month
 # Indexes of earlier versions that no table declares any more: `Warehouse.ensure_tables` drops them.
 RETIRED_INDEXES = ("raw_events_customer_idx",)  # replaced by raw_events_purchases_idx
 
@@ -120,7 +123,11 @@ rejected_events = Table(
     Column("event_id", ID, comment="The record's event id, where it had one."),
     Column("customer_id", ID, comment="The record's customer id, where it had one."),
     Column("run_id", String, comment="Dagster run that rejected it."),
-    UniqueConstraint("source_file", "record_number", name="rejected_events_record_key"),
+    # One row per record *and* month: a file rewritten so that a record number now holds a record of
+    # another month adds that rejection instead of colliding with the old one (and losing the new one
+    # when the old month's rerun then deletes the old). Rows without a month share one key per record.
+    Index("rejected_events_record_month_key", "source_file", "record_number",
+          text(f"COALESCE(event_month, '{NO_MONTH}')"), unique=True),
     Index("rejected_events_month_idx", "event_month"),
 )
 

@@ -51,12 +51,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import CreateIndex
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import TableClause
 
 from customer_analytics.config import ConfigError, redact_url, validate_identifier
 from customer_analytics.resources.pgbinary import encode_batches
-from customer_analytics.resources.tables import ID, RETIRED_INDEXES, metadata, partition_column
+from customer_analytics.resources.tables import ID, RETIRED_CONSTRAINTS, RETIRED_INDEXES, metadata, partition_column
 
 
 class WarehouseUnavailable(RuntimeError):
@@ -284,14 +285,44 @@ class Warehouse:
             if self.dialect == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("ensure_tables", self.schema)})
                 connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {self.quote(self.schema)}"))
+            retired = self._retire_constraints(connection)
             metadata.create_all(connection)
+            for name in retired:  # SQLite: the rows of a table rebuilt without a retired constraint
+                columns = ", ".join(self.quote(c.name) for c in metadata.tables[name].columns)
+                connection.execute(text(f"INSERT INTO {self.quote(name)} ({columns}) SELECT {columns} FROM {self.quote(name + '__retired')}"))
+                connection.execute(text(f"DROP TABLE {self.quote(name + '__retired')}"))
             # A warehouse made by an earlier version: its tables exist, so create_all adds no index.
             for index in RETIRED_INDEXES:
                 connection.execute(text(f"DROP INDEX IF EXISTS {self.qualified(index)}"))
+            # IF NOT EXISTS rather than `checkfirst`: reflection cannot see an index on an expression.
             for table in metadata.sorted_tables:
                 for index in table.indexes:
-                    index.create(connection, checkfirst=True)
+                    only = getattr(index, "_ddl_if", None)  # e.g. `.ddl_if(dialect="sqlite")`
+                    if only is None or only.dialect in (None, self.dialect):
+                        connection.execute(CreateIndex(index, if_not_exists=True))
         self._tables_ready = True
+
+    def _retire_constraints(self, connection: Connection) -> list[str]:
+        """Drop the unique constraints of earlier versions (`RETIRED_CONSTRAINTS`).
+
+        PostgreSQL drops a constraint in place. SQLite cannot: the table is renamed aside (its
+        indexes dropped, their names are reused) for `ensure_tables` to create it anew and copy
+        its rows back; the names of the tables set aside are returned.
+        """
+        rebuilt = []
+        for table_name, constraint in RETIRED_CONSTRAINTS:
+            if self.dialect == "postgresql":
+                connection.execute(text(f"ALTER TABLE IF EXISTS {self.qualified(table_name)} DROP CONSTRAINT IF EXISTS {self.quote(constraint)}"))
+                continue
+            sql = connection.execute(text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),
+                                     {"name": table_name}).scalar()
+            if sql is None or constraint not in sql:
+                continue
+            for index in metadata.tables[table_name].indexes:
+                connection.execute(text(f"DROP INDEX IF EXISTS {self.quote(index.name)}"))
+            connection.execute(text(f"ALTER TABLE {self.quote(table_name)} RENAME TO {self.quote(table_name + '__retired')}"))
+            rebuilt.append(table_name)
+        return rebuilt
 
     def read_frame(self, statement, params: dict | None = None, *, lock_timeout: str | None = None,
                    parallel_workers: bool = True) -> pd.DataFrame:
