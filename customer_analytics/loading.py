@@ -31,12 +31,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import and_, bindparam, or_, select
 
-from customer_analytics.config import DEFAULT_MAX_SHRINK, month_key
+from customer_analytics.config import DEFAULT_MAX_SHRINK, month_key, parse_month
 from customer_analytics.resources.landing import (
     FileChangedWhileRead,
     LandingFile,
@@ -49,7 +50,24 @@ from customer_analytics.resources.landing import (
 )
 from customer_analytics.resources.tables import customer_profiles, landing_files, raw_events, rejected_events
 from customer_analytics.resources.warehouse import Replacement, Warehouse
-from customer_analytics.transforms.dedupe import FirstDeliveries, content_hashes, id_hashes, origin, split_origin
+from customer_analytics.month_loads import (
+    PUBLISH_LOCK,
+    Decision,
+    MonthIds,
+    mark_landing_changes,
+    record_load,
+    remove_from_other_months,
+    resolve_redeliveries,
+    shown,
+)
+from customer_analytics.transforms.dedupe import (
+    FirstDeliveries,
+    content_hashes,
+    id_hashes,
+    origin,
+    row_digests,
+    split_origin,
+)
 from customer_analytics.transforms.events import validate_events, validate_transactions
 from customer_analytics.transforms.profiles import merge_profiles, validate_profiles
 
@@ -74,6 +92,8 @@ class LoadReport:
     previous_rows: int = 0  # rows the month (customers, for profiles) held before this load
     published_rows: int = 0  # rows it holds after
     shrink_allowed: bool = False  # the run allowed the load to drop rows past the limit
+    changed: bool = False  # the month's rows differ from what it held before
+    redeliveries_across_months: list[dict] = field(default_factory=list)  # ids decided against another month
 
     @property
     def records_read(self) -> int:
@@ -177,6 +197,12 @@ class _RejectSink:
         if len(self.rows) >= 50_000:
             self.flush()
 
+    def add_other_month(self, file: LandingFile, record_number: int, raw_record: str, reason: str, *, event_month,
+                        event_id=None, customer_id=None) -> None:
+        """Quarantine a record of another month (a redelivery this load decided): not counted in this load's records."""
+        self._append(file.source, file.name, record_number, raw_record, reason,
+                     event_month=event_month, event_id=event_id, customer_id=customer_id)
+
     def add_frame(self, file: LandingFile, chunk: RecordChunk, rows: np.ndarray, validated: pd.DataFrame, reasons,
                   owned: np.ndarray) -> None:
         if len(rows) == 0:
@@ -262,6 +288,7 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
     key = month_key(month)
     report = LoadReport(scope=key)
     seen = FirstDeliveries()
+    month_ids = MonthIds()
     scanned_months: dict[str, tuple[LandingFile, set[str], int]] = {}
     with warehouse.replace(lock_name=f"raw_events/{key}") as replacement:
         replacement.replace_partition(raw_events, month)
@@ -286,7 +313,7 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
                         staged_any = True
                         scanned += chunk.records
                         _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, report,
-                                    replacement, rejects, months_in_file, run_id, started_at)
+                                    replacement, rejects, months_in_file, month_ids, started_at)
             except FileChangedWhileRead as error:
                 raise LandingFileChanged(key, file, str(error)) from None
             except UnreadableFile as error:
@@ -317,15 +344,29 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
             keep_existing_on_conflict=True,
         )
         report.check_reconciles()
-        before = int(replacement.query(f"SELECT COUNT(*) AS n FROM {warehouse.qualified(raw_events.name)} "
-                                       "WHERE event_month = :month", {"month": month})["n"].iloc[0])
-        _guard_shrink(report, before, report.loaded, **shrink)
+        touched, vanished = _landing_changes(files, manifest, scanned_months)
+
+        def decide_and_record(replacement: Replacement) -> None:
+            # Under the publish lock: no other month publishes between these reads and this month's commit.
+            now = datetime.now(timezone.utc)
+            decisions, lost = resolve_redeliveries(replacement, month, month_ids, [f.name for f in files],
+                                                   _manifest_months(manifest, first_month, last_month))
+            _quarantine_decisions(replacement, rejects, files, month, decisions, report)
+            remove_from_other_months(replacement, decisions, month, now)
+            before = int(replacement.query(f"SELECT COUNT(*) AS n FROM {warehouse.qualified(raw_events.name)} "
+                                           "WHERE event_month = :month", {"month": month})["n"].iloc[0])
+            _guard_shrink(report, before, report.loaded, **shrink)
+            report.check_reconciles()
+            report.changed = record_load(replacement, month, month_ids, lost, rows=report.loaded, at=now, run_id=run_id)
+            mark_landing_changes(replacement, month, touched, vanished, now)
+
+        replacement.before_publish(decide_and_record, lock_name=PUBLISH_LOCK)
     _update_manifest(warehouse, scanned_months, started_at)
     return report
 
 
 def _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, report, replacement, rejects,
-                months_in_file, run_id, started_at) -> None:
+                months_in_file, month_ids: MonthIds, started_at: datetime) -> None:
     file = files[file_index]
     for error in chunk.errors:
         rejects.add(file, error.record_number, error.raw_record, error.reason)
@@ -366,8 +407,8 @@ def _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, 
     if len(candidates) == 0:
         return
     batch = validated.iloc[candidates]
-    status, first = seen.classify(id_hashes(batch["event_id"]), content_hashes(batch),
-                                  origin(file_index, chunk.record_numbers[candidates]))
+    ids, contents = id_hashes(batch["event_id"]), content_hashes(batch)
+    status, first = seen.classify(ids, contents, origin(file_index, chunk.record_numbers[candidates]))
     batch_mine = mine[candidates]
     report.duplicates += int(((status == 1) & batch_mine).sum())
     conflicts = np.flatnonzero((status == 2) & batch_mine)
@@ -380,14 +421,60 @@ def _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, 
                 f"({files[first_file].name}, record {first_record}); the first delivery is kept"
             )
         rejects.add_frame(file, chunk, candidates[conflicts], validated, messages, np.ones(len(conflicts), dtype=bool))
-    keep = candidates[(status == 0) & batch_mine]
+    kept = (status == 0) & batch_mine
+    keep = candidates[kept]
     if len(keep) == 0:
         return
+    month_ids.add(ids[kept], row_digests(ids[kept], contents[kept]), origin(file_index, chunk.record_numbers[keep]))
     rows_out = validated.iloc[keep].drop(columns=["reject_reason", "event_month"])
     rows_out["source_record"] = chunk.record_numbers[keep]
     replacement.append(raw_events, rows_out, constants={"event_month": month, "source": file.source,
                                                         "source_file": file.name, "ingested_at": started_at})
     report.loaded += len(rows_out)
+
+
+def _quarantine_decisions(replacement: Replacement, rejects: _RejectSink, files: list[LandingFile], month: date,
+                          decisions: list[Decision], report: LoadReport) -> None:
+    """Quarantine the deliveries that lost to another month's: this month's leave its staged rows."""
+    by_name = {f.name: f for f in files}
+    lost_here = [d for d in decisions if d.lost_month == month]
+    for decision in decisions:
+        row = decision.lost_row
+        file = by_name.get(row["source_file"]) or LandingFile(Path(row["source_file"]), row["source_file"], row["source"], 0, 0)
+        raw = shown(row)
+        if decision.lost_month == month:
+            rejects.add(file, int(row["source_record"]), raw, decision.reason, event_month=month,
+                        event_id=decision.event_id, customer_id=row["customer_id"], owned=True)
+        else:  # another month's row: counted in that month, not in this load's records
+            rejects.add_other_month(file, int(row["source_record"]), raw, decision.reason, event_month=decision.lost_month,
+                                    event_id=decision.event_id, customer_id=row["customer_id"])
+        report.redeliveries_across_months.append({"event_id": decision.event_id, "kept_in": f"{decision.kept_month:%Y-%m}",
+                                                  "quarantined_in": f"{decision.lost_month:%Y-%m}"})
+    rejects.flush()
+    if lost_here:
+        report.loaded -= len(lost_here)
+        keys = replacement.stage_keys("event_id", [d.event_id for d in lost_here])
+        replacement.execute(f"DELETE FROM {replacement.staged(raw_events)} WHERE event_id IN "
+                            f"(SELECT event_id FROM {keys.schema}.{replacement.warehouse.quote(keys.name)})", {}, writes=raw_events)
+
+
+def _landing_changes(files: list[LandingFile], manifest: dict, scanned: dict) -> tuple[set[date], list[str]]:
+    """Months whose landing files this load found changed (as they were and are) or gone, and the files gone."""
+    touched: set[str] = set()
+    for name, (file, months, _records) in scanned.items():
+        known = manifest.get(name)
+        if known and known[:2] != (file.size, file.modified_ns):
+            touched |= known[2] | months
+    listed = {f.name for f in files}
+    vanished = sorted(name for name in manifest if name not in listed)
+    for name in vanished:
+        touched |= manifest[name][2]
+    return {parse_month(key) for key in touched}, vanished
+
+
+def _manifest_months(manifest: dict, first_month: date, last_month: date) -> set[date]:
+    months = {parse_month(key) for _size, _modified, keys in manifest.values() for key in keys}
+    return {m for m in months if first_month <= m <= last_month}
 
 
 def _read_manifest(warehouse: Warehouse) -> dict[str, tuple[int, int, set[str]]]:

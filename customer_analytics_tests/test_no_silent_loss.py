@@ -159,3 +159,52 @@ def test_a_warehouse_keyed_the_old_way_is_migrated_and_keeps_its_rejections(ware
             connection.execute(insert(rejected_events), [{"source": "events", "source_file": "f", "record_number": 1,
                                                           "raw_record": "z", "reason": "again", "rejected_at": pd.Timestamp("2025-01-01", tz="UTC"),
                                                           "event_month": FEB}])
+
+
+# -- Case 5: an event_id redelivered with its timestamp moved into another month -------------------------------------
+
+def state(warehouse) -> tuple[set, set]:
+    stored = warehouse.read_frame(select(raw_events.c.event_id, raw_events.c.event_month, raw_events.c.source_file))
+    kept = {(r.event_id, pd.Timestamp(r.event_month).date(), r.source_file) for r in stored.itertuples()}
+    return kept, {(f, r, m) for f, r, m, _reason in quarantine(warehouse)}
+
+
+@pytest.mark.parametrize("order", [(JAN, FEB), (FEB, JAN), (MAR, FEB, JAN), (JAN, FEB, JAN, FEB), (FEB, JAN, FEB, MAR, JAN)],
+                         ids=lambda order: "-".join(f"{m:%m}" for m in order))
+@pytest.mark.parametrize("first_file", ["a", "b"])
+def test_a_redelivery_moved_across_months_is_decided_the_same_whatever_the_order(warehouse, tmp_path, order, first_file):
+    """The first delivery in landing order is kept, in its month; the other is quarantined in its month, naming it."""
+    landing = tmp_path / "landing"
+    jan_name, feb_name = ("a.ndjson", "b.ndjson") if first_file == "a" else ("b.ndjson", "a.ndjson")
+    write_ndjson(landing / "events" / jan_name, [event("x1", "c1", "2025-01-05 10:00:00"), event("E", "c1", "2025-01-31 23:00:00")])
+    write_ndjson(landing / "events" / feb_name, [event("x2", "c2", "2025-02-05 10:00:00"), event("E", "c1", "2025-02-01 01:00:00")])
+    for month in order:
+        load(warehouse, landing, month)
+    for month in (JAN, FEB):
+        if month not in order:
+            load(warehouse, landing, month)
+    kept, quarantined = state(warehouse)
+    first, later = (JAN, FEB) if first_file == "a" else (FEB, JAN)
+    first_name, later_name = ("events/" + (jan_name if first == JAN else feb_name)), ("events/" + (feb_name if first == JAN else jan_name))
+    assert ("E", first, first_name) in kept and not any(e == "E" and m == later for e, m, _f in kept)
+    assert {("x1", JAN, "events/" + jan_name), ("x2", FEB, "events/" + feb_name)} <= kept
+    assert quarantined == {(later_name, 2, later)}
+    reason = warehouse.scalar(select(rejected_events.c.reason))
+    assert "event_id 'E'" in reason and f"({first_name}, record 2" in reason
+
+
+def test_the_month_that_lost_a_redelivery_to_a_later_load_is_reported_changed_and_stale(warehouse, tmp_path):
+    from customer_analytics.month_loads import stale_months
+    from customer_analytics.summaries import summarize_month
+
+    landing = tmp_path / "landing"
+    write_ndjson(landing / "events" / "b.ndjson", [event("x2", "c2", "2025-02-05 10:00:00"), event("E", "c1", "2025-02-01 01:00:00")])
+    load(warehouse, landing, FEB)
+    summarize_month(warehouse, FEB, as_of=pd.Timestamp("2025-03-01", tz="UTC").to_pydatetime())
+    assert stale_months(warehouse, first=JAN, last=MAR) == []
+    write_ndjson(landing / "events" / "a.ndjson", [event("E", "c1", "2025-01-31 23:00:00")])  # an earlier delivery, found later
+    report = load(warehouse, landing, JAN)
+    assert report.redeliveries_across_months == [{"event_id": "E", "kept_in": "2025-01", "quarantined_in": "2025-02"}]
+    assert rows_of(warehouse, FEB) == 1
+    stale = stale_months(warehouse, first=JAN, last=MAR)
+    assert [(s.month, s.reason) for s in stale] == [(FEB, "raw_events of 2025-01 changed after this month's history was built")]

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -129,6 +130,21 @@ rejected_events = Table(
     Index("rejected_events_record_month_key", "source_file", "record_number",
           text(f"COALESCE(event_month, '{NO_MONTH}')"), unique=True),
     Index("rejected_events_month_idx", "event_month"),
+)
+
+raw_events_loads = Table(
+    "raw_events_loads",
+    metadata,
+    Column("event_month", Date, primary_key=True, comment="The raw_events month."),
+    Column("loaded_at", UTC_TIMESTAMP, nullable=False, comment="When the run that last loaded the month started."),
+    Column("run_id", String, comment="Dagster run that last loaded it."),
+    Column("rows", BigInteger, nullable=False, comment="Rows the month holds."),
+    Column("content_digest", String, comment="Order-independent digest of the month's ids and contents; NULL once another month's load changed the month."),
+    Column("changed_at", UTC_TIMESTAMP, nullable=False, comment="When the month's rows last changed (a load with another digest, or a redelivery decided by another month's load). Later months' history built before this is stale."),
+    Column("landing_changed_at", UTC_TIMESTAMP, comment="When a landing file holding (or having held) the month changed or disappeared after its last load: its raw_events are stale until it runs again. NULL when current."),
+    Column("id_hash_version", Integer, nullable=False, comment="Version of the id hash function of id_hashes."),
+    Column("id_hashes", LargeBinary, nullable=False, comment="Sorted 64-bit hashes of the month's event ids (a superset): how a load finds ids other months hold without reading them."),
+    comment="One row per loaded month of raw_events: when it last loaded and changed, for redeliveries across months and stale later months.",
 )
 
 customer_profiles = Table(

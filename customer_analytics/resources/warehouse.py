@@ -535,6 +535,7 @@ class Replacement:
         self._analyzed: set[str] = set()  # SQL names analyzed and not written since
         self._copier = BackgroundCopier() if warehouse.dialect == "postgresql" else None
         self._transaction = None
+        self._before_publish: list[tuple[str, Any]] = []
 
     @property
     def postgres(self) -> bool:
@@ -767,15 +768,31 @@ class Replacement:
         with self.warehouse.beside(_giving_way, function, *args) as result:
             yield result
 
+    def before_publish(self, function, *, lock_name: str) -> None:
+        """Call `function(self)` when publishing, holding `lock_name` too, before anything is replaced.
+
+        For decisions that must see what other writers published: under `lock_name` (PostgreSQL: an
+        advisory lock taken after this replacement's own, so every writer takes them in that order;
+        SQLite: its one write lock) no other writer publishing under it can change the rows read.
+        `function` may stage more rows and change other rows in this transaction; an error from it
+        replaces nothing.
+        """
+        self._before_publish.append((lock_name, function))
+
     def publish(self) -> None:
         wh = self.warehouse
         self._sync()
-        if self._copier is not None:
-            self._copier.close()
         if not self.postgres:
             # Staging happened in TEMP tables; now take the write lock for a short transaction.
             self._transaction.commit()
             self._transaction = self.connection.execution_options(sqlite_begin="IMMEDIATE").begin()
+        for lock_name, function in self._before_publish:
+            if self.postgres:
+                self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(self.warehouse.schema, lock_name)})
+            function(self)
+        self._sync()
+        if self._copier is not None:
+            self._copier.close()
         for table, condition in self._deletes:
             if self.postgres and table.name in self._partitions:
                 continue  # replaced by the partition swap below

@@ -125,14 +125,46 @@ def _column_hashes(column: pd.Series) -> np.ndarray:
     return hashes
 
 
+# Stored with each month's id hashes (`raw_events_loads`): hashes of another version are rebuilt, never compared.
+ID_HASH_VERSION = 1
+
+
 def id_hashes(ids: pd.Series) -> np.ndarray:
     return _column_hashes(ids)
+
+
+def row_digests(ids: np.ndarray, contents: np.ndarray) -> np.ndarray:
+    """One hash per event of its id and contents: their sum (mod 2**64) is a month's digest, whatever the row order."""
+    return _fmix(ids * _M1 + contents)
+
+
+def month_digest(digests: np.ndarray) -> str:
+    """A month's digest as text: equal digests (and counts) mean, but for a 64-bit collision, the same rows."""
+    return f"{int(digests.sum(dtype=np.uint64)) if len(digests) else 0:016x}"
+
+
+def hashes_to_bytes(hashes: np.ndarray) -> bytes:
+    return np.ascontiguousarray(hashes, dtype="<u8").tobytes()
+
+
+def hashes_from_bytes(blob: bytes | None) -> np.ndarray:
+    return np.frombuffer(blob or b"", dtype="<u8").astype(np.uint64)
+
+
+def present_in(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Which of `hashes` occur in the sorted array `sorted_hashes`."""
+    if len(sorted_hashes) == 0 or len(hashes) == 0:
+        return np.zeros(len(hashes), dtype=bool)
+    found = np.searchsorted(sorted_hashes, hashes)
+    found[found == len(sorted_hashes)] = 0
+    return sorted_hashes[found] == hashes
 
 
 def content_hashes(frame: pd.DataFrame) -> np.ndarray:
     """One hash per row of the fields that make an event what it is: the columns' hashes, combined in order.
 
-    Hashes are compared within one load only (never stored), so the function may change freely.
+    Stored only inside a month's digest (`month_digest`): a change of this function marks every month
+    changed once, nothing worse.
     """
     hashes = np.zeros(len(frame), dtype=np.uint64)
     for name in CONTENT_COLUMNS:
