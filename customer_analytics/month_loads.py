@@ -277,19 +277,29 @@ def stale_reasons(changed: dict[date, pd.Timestamp], landing_changed: dict[date,
                   built: dict[date, pd.Timestamp]) -> dict[date, str]:
     """Why each stale month is stale (pure: from `raw_events_loads` and `customer_history_builds`).
 
-    A month is stale when a landing file of it changed after its load; or its history was built
-    before the rows of it or of an earlier month last changed, or before an earlier month's history
-    was rebuilt (its running totals then carry the old figures).
+    A month is stale when a landing file of it or of an earlier month changed after that month's
+    load; or its history was built before the rows of it or of an earlier month last changed, or
+    before an earlier month's history was rebuilt; or an earlier month's own history is missing or
+    older than its rows (the running totals then carry the old figures).
     """
     reasons: dict[date, str] = {}
     for month in sorted(set(built) | set(landing_changed)):
-        if month in landing_changed:
-            reasons[month] = f"a landing file of {month:%Y-%m} changed or disappeared after the month was loaded"
-            continue
-        rows_changed = [k for k in sorted(changed) if k <= month and changed[k] is not None and changed[k] > built[month]]
-        rebuilt = [k for k in sorted(built) if k < month and built[k] > built[month]]
-        if rows_changed:
-            reasons[month] = f"raw_events of {rows_changed[0]:%Y-%m} changed after this month's history was built"
-        elif rebuilt:
-            reasons[month] = f"the history of {rebuilt[0]:%Y-%m} was rebuilt after this month's"
+        reason = None
+        for k in sorted(m for m in set(changed) | set(built) | set(landing_changed) if m <= month):
+            rows_at, built_at = changed.get(k), built.get(k)
+            if k in landing_changed:
+                reason = f"a landing file of {k:%Y-%m} changed or disappeared after that month was loaded"
+            elif month not in built:
+                continue
+            elif rows_at is not None and rows_at > built[month]:
+                reason = f"raw_events of {k:%Y-%m} changed after this month's history was built"
+            elif k < month and rows_at is not None and built_at is None:
+                reason = f"{k:%Y-%m} has raw_events but no customer_history: its purchases are missing here"
+            elif k < month and rows_at is not None and rows_at > built_at:
+                reason = f"raw_events of {k:%Y-%m} changed after that month's history was built"
+            elif k < month and built_at is not None and built_at > built[month]:
+                reason = f"the history of {k:%Y-%m} was rebuilt after this month's"
+            if reason:
+                reasons[month] = reason
+                break
     return reasons

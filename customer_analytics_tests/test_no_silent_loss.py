@@ -208,3 +208,60 @@ def test_the_month_that_lost_a_redelivery_to_a_later_load_is_reported_changed_an
     assert rows_of(warehouse, FEB) == 1
     stale = stale_months(warehouse, first=JAN, last=MAR)
     assert [(s.month, s.reason) for s in stale] == [(FEB, "raw_events of 2025-01 changed after this month's history was built")]
+
+
+# -- Case 9: an older month rerun after later months were built ---------------------------------------------------------
+
+def build(warehouse, landing, month):
+    from customer_analytics.asof import AsOf
+    from customer_analytics.summaries import summarize_month
+
+    load(warehouse, landing, month)
+    summarize_month(warehouse, month, as_of=AsOf.for_month(month).instant)
+
+
+def history_of(warehouse, month) -> pd.DataFrame:
+    from customer_analytics.resources.tables import customer_history
+
+    frame = warehouse.read_frame(select(customer_history.c.customer_id, customer_history.c.purchases, customer_history.c.revenue)
+                                 .where(customer_history.c.as_of_month == month).order_by(customer_history.c.customer_id))
+    return frame.reset_index(drop=True)
+
+
+def test_a_late_purchase_in_an_earlier_month_marks_later_months_stale_until_rebuilt(warehouse, tmp_path, sqlite_warehouse):
+    from customer_analytics.month_loads import stale_months
+
+    landing = tmp_path / "landing"
+    for month in (JAN, FEB, MAR):
+        write_month(landing, month, 20)
+        build(warehouse, landing, month)
+    assert stale_months(warehouse, first=JAN, last=MAR) == []
+    write_ndjson(landing / "events" / "late.ndjson", [event("late-1", "c-new", "2025-02-20 10:00:00", price=50.0)])
+    build(warehouse, landing, FEB)
+    stale = stale_months(warehouse, first=JAN, last=MAR)
+    assert [(s.month, s.reason) for s in stale] == [(MAR, "raw_events of 2025-02 changed after this month's history was built")]
+    assert "c-new" not in set(history_of(warehouse, MAR)["customer_id"]), "March, not rebuilt, misses the late purchase"
+    build(warehouse, landing, MAR)
+    assert stale_months(warehouse, first=JAN, last=MAR) == []
+    clean = sqlite_warehouse  # a clean build of the same landing folder
+    for month in (JAN, FEB, MAR):
+        build(clean, landing, month)
+    pd.testing.assert_frame_equal(history_of(warehouse, MAR), history_of(clean, MAR))
+
+
+def test_a_landing_file_changed_for_a_month_not_loaded_since_marks_it_stale(warehouse, tmp_path):
+    from customer_analytics.month_loads import stale_months
+
+    landing = tmp_path / "landing"
+    both = landing / "events" / "both.ndjson"
+    write_ndjson(both, [event("j", "c1", "2025-01-05 10:00:00"), event("f", "c1", "2025-02-05 10:00:00")])
+    build(warehouse, landing, JAN)
+    build(warehouse, landing, FEB)
+    write_ndjson(both, [event("j", "c1", "2025-01-05 10:00:00"), event("f", "c1", "2025-02-06 10:00:00", price=3.0)])
+    load(warehouse, landing, JAN)  # reads the changed file: February's copy of it is now out of date
+    # January's rows are the same as before (same digest): only February is stale.
+    assert [(s.month, s.reason) for s in stale_months(warehouse, first=JAN, last=MAR)] == [
+        (FEB, "a landing file of 2025-02 changed or disappeared after that month was loaded")]
+    build(warehouse, landing, FEB)
+    assert stale_months(warehouse, first=JAN, last=MAR) == []
+    assert warehouse.scalar(select(raw_events.c.price).where(raw_events.c.event_id == "f")) == 3.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -10,13 +10,43 @@ import pytest
 
 from customer_analytics.config import ConfigError, Settings, parse_late_days, parse_poll_seconds, parse_timezone
 from customer_analytics.definitions import customer_analytics_job, defs
+from customer_analytics.resources import WarehouseResource
 from customer_analytics.schedules import build_nightly_refresh_schedule
+
+
+@pytest.fixture(autouse=True)
+def warehouse_url(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    monkeypatch.setenv("CUSTOMER_ANALYTICS_DB_URL", url)
+    return url
 
 
 def requests_at(tick: datetime, **settings) -> list[dg.RunRequest]:
     schedule = build_nightly_refresh_schedule(customer_analytics_job, Settings.from_env({**settings}))
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    with dg.build_schedule_context(scheduled_execution_time=tick, resources={"warehouse": WarehouseResource()}) as context:
         return list(schedule(context))
+
+
+def test_stale_months_are_refreshed_too_oldest_first(warehouse_url):
+    """February's history was built before January's rows changed: February (and March, built on it) are stale."""
+    from sqlalchemy import insert
+
+    from customer_analytics.resources.tables import customer_history_builds, raw_events_loads
+    from customer_analytics.resources.warehouse import Warehouse
+
+    warehouse = Warehouse(warehouse_url)
+    warehouse.ensure_tables()
+    at = lambda day: datetime(2026, 3, day, tzinfo=timezone.utc)  # noqa: E731
+    with warehouse.begin() as connection:
+        connection.execute(insert(raw_events_loads), [
+            {"event_month": date(2025, m, 1), "loaded_at": at(1), "rows": 1, "changed_at": at(10 if m == 1 else 1),
+             "id_hash_version": 1, "id_hashes": b""} for m in (1, 2, 3)])
+        connection.execute(insert(customer_history_builds), [
+            {"as_of_month": date(2025, m, 1), "method": "full", "built_at": at({1: 11, 2: 3, 3: 4}[m]),
+             "as_of": at(1), "customers": 1} for m in (1, 2, 3)])
+    requests = requests_at(datetime(2026, 3, 15, 2, tzinfo=timezone.utc))
+    assert [r.partition_key for r in requests] == ["2025-02", "2025-03", "2026-03"]
+    assert requests[0].tags == {"trigger": "nightly_refresh:stale", "partition": "2025-02"}
 
 
 def test_mid_month_refreshes_the_month_in_progress_only():
@@ -54,7 +84,7 @@ def test_timezone_sets_when_it_runs_and_months_stay_utc():
     assert schedule.execution_timezone == "Asia/Tokyo" and schedule.cron_schedule == "0 2 * * *"
     # 02:00 in Tokyo on April 1st is still March 31st in UTC: March is the month in progress (and late-days apply to April 1st UTC only).
     tick = datetime(2026, 4, 1, 2, tzinfo=ZoneInfo("Asia/Tokyo"))
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    with dg.build_schedule_context(scheduled_execution_time=tick, resources={"warehouse": WarehouseResource()}) as context:
         assert [r.partition_key for r in schedule(context)] == ["2026-03"]
 
 

@@ -4,10 +4,12 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field, model_validator
 
 from customer_analytics.asof import AsOf, ClvResult, RfmResult, compute_scores
 from customer_analytics.assets.metadata import OWNERS, counter_table, markdown_table, table_spec_metadata
+from customer_analytics.month_loads import stale_months
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import (
@@ -23,6 +25,24 @@ from customer_analytics.summaries import summarize_month
 from customer_analytics.transforms.clv_scores import ClvSettings
 
 GROUP = "customers"
+
+
+MONTHS_CURRENT_DOC = ("Warns when months no longer agree with the months before them or with their landing files: an "
+                      "earlier month reloaded or rebuilt after them, or a landing file changed since their load. The "
+                      "nightly refresh rebuilds them (oldest first); or run `customer-analytics materialize --from <month>`.")
+
+
+def months_current_check(wh) -> dg.AssetCheckResult:
+    stale = stale_months(wh, first=partition_month(monthly_partitions.get_first_partition_key()),
+                         last=partition_month(monthly_partitions.get_last_partition_key()))
+    return dg.AssetCheckResult(
+        asset_key="customer_history", check_name="all_months_current", passed=not stale, severity=dg.AssetCheckSeverity.WARN,
+        description="Every built month agrees with the months before it and with its landing files." if not stale else
+        f"{len(stale)} month(s) are stale, the oldest {stale[0].month:%Y-%m} ({stale[0].reason}); the nightly refresh "
+        f"rebuilds them, or run `customer-analytics materialize --from {stale[0].month:%Y-%m}`.",
+        metadata={"stale_months": markdown_table(pd.DataFrame([{"month": f"{m.month:%Y-%m}", "reason": m.reason} for m in stale],
+                                                              columns=["month", "reason"]), max_rows=24)},
+    )
 
 
 @dg.multi_asset(
@@ -48,12 +68,14 @@ GROUP = "customers"
                                  "which cohort_ltv adds up instead of joining every summary with the history."),
     ],
     partitions_def=monthly_partitions,
+    check_specs=[dg.AssetCheckSpec("all_months_current", asset="customer_history", description=MONTHS_CURRENT_DOC)],
 )
 @retry_on_lost_connection
 def customer_summaries(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Summarize one month of purchases per customer (and per customer-week), then extend the customer history."""
     as_of = AsOf.for_month(partition_month(context.partition_key))
-    counts = summarize_month(warehouse.get(), as_of.month, as_of=as_of.instant)
+    wh = warehouse.get()
+    counts = summarize_month(wh, as_of.month, as_of=as_of.instant)
     context.log.info(f"{context.partition_key}: {counts['customers']:,} purchasing customers, "
                      f"{counts['customer_weeks']:,} customer-weeks, {counts['history_customers']:,} customers in the "
                      f"history ({counts['history_method']} build)")
@@ -63,6 +85,8 @@ def customer_summaries(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     yield dg.MaterializeResult(asset_key="customer_history", metadata={"dagster/row_count": counts["history_customers"],
                                                                        "build": counts["history_method"],
                                                                        "cohort_activity_rows": counts["cohort_activity_rows"]})
+    yield months_current_check(wh)
+
 
 
 class ClvConfig(dg.Config):
