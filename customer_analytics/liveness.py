@@ -179,7 +179,7 @@ class Heartbeat:
 
 def start_heartbeat(context: dg.InitResourceContext) -> Heartbeat | None:
     """The heartbeat of the run a resource is set up for; None outside a run (sensors, build_resources)."""
-    run = context.dagster_run
+    run = context.run
     if run is None or context.instance is None:
         return None
     return Heartbeat(context.instance, run.run_id).start()
@@ -208,10 +208,10 @@ def _why_dead(liveness: Liveness, now: datetime, pid_alive) -> str | None:
     return None
 
 
-def fail_dead_runs(instance: dg.DagsterInstance, now: datetime | None = None, *, pid_alive=process_alive,
-                   logger: logging.Logger | None = None) -> list[DeadRun]:
-    """Mark failed every STARTED run whose process is dead (see the module's docstring); returns them."""
-    logger = logger or log
+def fail_dead_runs(instance: dg.DagsterInstance, now: datetime | None = None, *,
+                   pid_alive=process_alive) -> list[DeadRun]:
+    """Mark failed every STARTED run whose process is dead (see the module's docstring); returns them, for the
+    caller to report (the sensor's log, the CLI's stderr)."""
     dead: list[DeadRun] = []
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
         run = record.dagster_run
@@ -229,9 +229,7 @@ def fail_dead_runs(instance: dg.DagsterInstance, now: datetime | None = None, *,
         message = (f"Marked failed by {DEAD_RUN_SENSOR_NAME}: {reason}. The run did not end by itself, so its "
                    f"month's queued runs were blocked; rerun the month.")
         instance.report_run_failed(current, message)
-        found = DeadRun(run.run_id, run.job_name, run.tags.get("dagster/partition"), reason)
-        logger.warning(str(found))
-        dead.append(found)
+        dead.append(DeadRun(run.run_id, run.job_name, run.tags.get("dagster/partition"), reason))
     return dead
 
 
@@ -246,7 +244,9 @@ SENSOR_SECONDS = 2 * heartbeat_seconds()
                 f"no heartbeat for {STALE_BEATS} intervals), so the month's queued runs can start.",
 )
 def dead_run_sensor(context: dg.SensorEvaluationContext):
-    dead = fail_dead_runs(context.instance, logger=context.log)  # logs only the runs it fails
+    dead = fail_dead_runs(context.instance)
     if not dead:
-        return dg.SkipReason("no dead runs")
+        return dg.SkipReason("no dead runs")  # quiet: the log only ever names runs it failed
+    for found in dead:
+        context.log.warning(str(found))
     return dg.SkipReason(f"marked {len(dead)} dead run(s) failed: {', '.join(d.run_id for d in dead)}")
