@@ -250,25 +250,30 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "customer_analytics.cli", *args]
 
 
-def stop_mid_run(proc: subprocess.Popen, instance, partition: str, timeout: float = 120.0) -> dg.DagsterRun:
-    """SIGSTOP `proc` while its run of `partition` is STARTED with its liveness recorded; returns that run (proc frozen).
+def stop_mid_run(instance, partition: str, proc: subprocess.Popen | None = None,
+                 timeout: float = 120.0) -> tuple[dg.DagsterRun, int]:
+    """SIGSTOP the process executing a run of `partition` while the run is STARTED with its liveness recorded
+    (`proc`'s run, or whichever process's); returns the run and the pid, the process frozen.
 
     Frozen, the process cannot end the run under the caller's feet: the caller then kills it mid-run for sure.
+    Keep it frozen for less than STALE_BEATS heartbeats, or it is (rightly) failed as stale before the kill.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the CLI exited ({proc.returncode}) before a run could be caught mid-way"
-        for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        if proc is not None:
+            assert proc.poll() is None, f"the CLI exited ({proc.returncode}) before a run could be caught mid-way"
+        for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
+                                                             tags={"dagster/partition": partition})):
             liveness = Liveness.from_run(record.dagster_run)
-            if (liveness is not None and liveness.pid == proc.pid
-                    and record.dagster_run.tags.get("dagster/partition") == partition):
-                os.kill(proc.pid, signal.SIGSTOP)
-                run = instance.get_run_by_id(record.dagster_run.run_id)
-                if run.status == dg.DagsterRunStatus.STARTED:
-                    return run
-                os.kill(proc.pid, signal.SIGCONT)  # it ended just before the stop: catch the next one
+            if liveness is None or (proc is not None and liveness.pid != proc.pid):
+                continue
+            os.kill(liveness.pid, signal.SIGSTOP)
+            run = instance.get_run_by_id(record.dagster_run.run_id)
+            if run.status == dg.DagsterRunStatus.STARTED:
+                return run, liveness.pid
+            os.kill(liveness.pid, signal.SIGCONT)  # it ended just before the stop: catch the next one
         time.sleep(0.05)
-    raise AssertionError(f"no STARTED run of process {proc.pid} within {timeout:.0f} s")
+    raise AssertionError(f"no STARTED run of {partition} with a liveness tag within {timeout:.0f} s")
 
 
 def test_a_materialize_killed_mid_run_is_failed_by_the_next_materialize(tmp_path):
@@ -285,7 +290,7 @@ def test_a_materialize_killed_mid_run_is_failed_by_the_next_materialize(tmp_path
             time.sleep(0.05)
         instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(env["DAGSTER_HOME"]))
         try:
-            run = stop_mid_run(proc, instance, "2025-02")
+            run, _pid = stop_mid_run(instance, "2025-02", proc)
             proc.kill()
             proc.wait(timeout=30)
             # Killed mid-run, nothing marks the run: as long as no reaper looks, it stays STARTED.
