@@ -379,7 +379,7 @@ def _materialize(args) -> int:
     from customer_analytics.liveness import fail_dead_runs
 
     # A run left STARTED by a killed `materialize` (or a dead run worker) holds its month's queued runs.
-    for dead in fail_dead_runs(instance):
+    for dead in fail_dead_runs(instance, by="customer-analytics materialize"):
         print(str(dead), file=sys.stderr)
     job = defs.resolve_job_def(customer_analytics_job.name)
     partitioned = sorted((k for k in selected if graph.get(k).is_partitioned), key=lambda k: k.to_user_string())

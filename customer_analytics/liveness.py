@@ -2,8 +2,9 @@
 
 Why: the run queue allows one run per `dagster/partition`, and Dagster's default run launcher
 cannot tell whether a run worker is still alive, so run monitoring only fails runs stuck
-`STARTING`. A `customer-analytics materialize` killed with SIGKILL, or a run worker that dies,
-leaves its run `STARTED` for good, and every later run of that month `QUEUED` behind it.
+`STARTING`. A `customer-analytics materialize` killed with SIGKILL, or a run worker that dies with
+the code server that launched it (which otherwise notices and fails the run itself), leaves its run
+`STARTED` for good, and every later run of that month `QUEUED` behind it.
 
 * The process executing a run (the CLI, or the run worker the daemon launched) records on the
   run, from the moment the warehouse resource is set up, the tag `customer_analytics/liveness`:
@@ -208,10 +209,10 @@ def _why_dead(liveness: Liveness, now: datetime, pid_alive) -> str | None:
     return None
 
 
-def fail_dead_runs(instance: dg.DagsterInstance, now: datetime | None = None, *,
+def fail_dead_runs(instance: dg.DagsterInstance, now: datetime | None = None, *, by: str = DEAD_RUN_SENSOR_NAME,
                    pid_alive=process_alive) -> list[DeadRun]:
     """Mark failed every STARTED run whose process is dead (see the module's docstring); returns them, for the
-    caller to report (the sensor's log, the CLI's stderr)."""
+    caller to report (the sensor's log, the CLI's stderr). `by` names the caller in the run's failure."""
     dead: list[DeadRun] = []
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
         run = record.dagster_run
@@ -226,7 +227,7 @@ def fail_dead_runs(instance: dg.DagsterInstance, now: datetime | None = None, *,
         current = instance.get_run_by_id(run.run_id)
         if current is None or current.status != dg.DagsterRunStatus.STARTED or Liveness.from_run(current) != liveness:
             continue
-        message = (f"Marked failed by {DEAD_RUN_SENSOR_NAME}: {reason}. The run did not end by itself, so its "
+        message = (f"Marked failed by {by}: {reason}. The run did not end by itself, so its "
                    f"month's queued runs were blocked; rerun the month.")
         instance.report_run_failed(current, message)
         dead.append(DeadRun(run.run_id, run.job_name, run.tags.get("dagster/partition"), reason))
