@@ -5,7 +5,6 @@ CLI killed with SIGKILL mid-run: its run stays STARTED until the next `materiali
 The same against the real daemon and its run queue: test_run_liveness_daemon.py.
 """
 
-import json
 import os
 import signal
 import socket
@@ -23,7 +22,7 @@ from dagster._core.instance.ref import InstanceRef
 
 from customer_analytics.config import ConfigError
 from customer_analytics.liveness import (
-    LIVENESS_TAG, STALE_BEATS, Heartbeat, Liveness, _pid_namespace, _start_ticks, dead_run_sensor, fail_dead_runs,
+    LIVENESS_TAG, STALE_BEATS, Liveness, _pid_namespace, _start_ticks, dead_run_sensor, fail_dead_runs,
     heartbeat_seconds, process_alive,
 )
 from customer_analytics.resources import WarehouseResource

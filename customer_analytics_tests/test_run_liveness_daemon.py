@@ -11,7 +11,6 @@ junit properties.
 """
 
 import os
-import signal
 import subprocess
 import time
 
