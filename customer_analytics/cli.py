@@ -33,9 +33,20 @@ LOCAL_INSTANCE_YAML = """\
 # Production uses the repository's dagster.yaml (PostgreSQL); see the README.
 telemetry:
   enabled: false
+# The same run limits as the repository's dagster.yaml: never two queued runs of one month at once.
 concurrency:
   runs:
     max_concurrent_runs: 4
+    tag_concurrency_limits:
+      - key: dagster/partition
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+# A run whose worker never came up is failed after 5 minutes; one whose process died after starting
+# is failed by dead_run_sensor (customer_analytics/liveness.py).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 300
 """
 
 
@@ -369,6 +380,11 @@ def _materialize(args) -> int:
     except Exception as error:  # an unreadable dagster.yaml: Dagster raises several types
         raise UsageError(f"DAGSTER_HOME {os.environ['DAGSTER_HOME']} holds no usable Dagster instance: "
                          f"{str(error).strip().splitlines()[0]}") from None
+    from customer_analytics.liveness import fail_dead_runs
+
+    # A run left STARTED by a killed `materialize` (or a dead run worker) holds its month's queued runs.
+    for dead in fail_dead_runs(instance, by="customer-analytics materialize"):
+        print(str(dead), file=sys.stderr)
     job = defs.resolve_job_def(customer_analytics_job.name)
     partitioned = sorted((k for k in selected if graph.get(k).is_partitioned), key=lambda k: k.to_user_string())
     unpartitioned = [k for k in selected if not graph.get(k).is_partitioned]

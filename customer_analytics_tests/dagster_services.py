@@ -279,6 +279,16 @@ class DagsterServices:
         # The group keeps its id while members live: stop() must still reach them.
         self._orphans.append(proc)
 
+    def pid(self, name: str) -> int:
+        """A service's pid, which is also its process group's id (each service has its own session)."""
+        return self._procs[name].pid
+
+    def kill_group(self, name: str) -> None:
+        """SIGKILL a service's whole process group (its code servers and run workers too), as a crash would."""
+        proc = self._procs[name]
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
     def restart_daemon(self, *, max_concurrent_runs: int) -> None:
         """Start the daemon again (after SIGKILL, if it runs) under a new run limit (0: queued runs stay queued)."""
         (self.dagster_home / "dagster.yaml").write_text(_instance_yaml(self._storage_yaml, max_concurrent_runs))

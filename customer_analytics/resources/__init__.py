@@ -6,8 +6,10 @@ from functools import cache
 from typing import Optional
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from customer_analytics.config import Settings
+from customer_analytics.liveness import Heartbeat, start_heartbeat
 from customer_analytics.resources.warehouse import Warehouse
 
 
@@ -22,6 +24,18 @@ class WarehouseResource(dg.ConfigurableResource):
 
     db_url: Optional[str] = None
     db_schema: Optional[str] = None
+    _heartbeat: Optional[Heartbeat] = PrivateAttr(default=None)
+
+    # Every asset, check and op of this code location uses the warehouse, and with the in-process
+    # executor (both jobs) the resource is set up once per run, in the process executing it: so this
+    # is where a run starts saying it is alive (customer_analytics/liveness.py), until it ends.
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._heartbeat = start_heartbeat(context)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
 
     def get(self) -> Warehouse:
         settings = Settings.from_env()
