@@ -160,6 +160,27 @@ def test_an_unreadable_file_is_reported_and_the_others_still_load(warehouse, lan
     assert files["reason"].str.contains("could not be read").all()
 
 
+def test_a_symlinked_month_folder_loads_and_a_link_loop_reads_each_file_once(warehouse, tmp_path):
+    root, archive = tmp_path / "landing", tmp_path / "archive"
+    write_ndjson(root / "events" / "2024" / "a.ndjson", [event("s1", "c1", "2025-01-10 10:00:00", price=1.0)])
+    write_ndjson(archive / "2025" / "b.ndjson", [event("s2", "c1", "2025-01-11 10:00:00", price=2.0),
+                                                 event("s3", "c2", "2025-01-12 10:00:00", price=3.0)])
+    (root / "events" / "2025").symlink_to(archive / "2025", target_is_directory=True)
+    (root / "events" / "2025-again").symlink_to(archive / "2025", target_is_directory=True)  # the same folder twice
+    (archive / "2025" / "loop").symlink_to("..", target_is_directory=True)  # archive/ -> 2025 -> loop -> archive/ ...
+    (root / "events" / "gone.ndjson").symlink_to(tmp_path / "nowhere.ndjson")
+
+    report = load(warehouse, root, JAN)
+
+    stored = events_of(warehouse)
+    assert dict(zip(stored["event_id"], stored["source_file"])) == {
+        "s1": "events/2024/a.ndjson", "s2": "events/2025/b.ndjson", "s3": "events/2025/b.ndjson"}
+    assert report.duplicates == 0 and report.loaded == 3
+    assert list(report.unreadable_files) == ["events/gone.ndjson"]
+    (dangling,) = rejections(warehouse).query("record_number == 0")["reason"]
+    assert "symbolic link to nothing" in dangling and "nowhere.ndjson" in dangling
+
+
 def test_a_file_that_breaks_part_way_loads_nothing_from_it(warehouse, landing, monkeypatch):
     lines = b"".join(
         f'{{"event_id": "t{i}", "customer_id": "c1", "event_type": "purchase", "event_timestamp": "2025-01-12 10:00:00", "price": 1}}\n'.encode()

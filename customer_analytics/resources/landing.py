@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import TypeVar
 
 import numpy as np
@@ -97,6 +98,7 @@ class LandingFile:
     source: str  # events, transactions or profiles
     size: int
     modified_ns: int
+    problem: str | None = None  # why it cannot be opened at all (a dangling symlink): read as an unreadable file
 
     @property
     def compressed(self) -> bool:
@@ -133,19 +135,58 @@ def clip_raw(text: str) -> str:
 
 
 def list_files(landing_dir: str | Path, source: str) -> list[LandingFile]:
-    """Files under `landing_dir/source`, in a stable order (their relative paths)."""
+    """Files under `landing_dir/source`, in a stable order (their relative paths).
+
+    Directory symlinks are followed (`events/2025 -> /archive/2025` is read as `events/2025/...`),
+    each directory once: a link back up (`events/a/loop -> ..`) or a second link to the same
+    folder is not walked again. What cannot be listed or opened — a dangling symlink, a folder
+    that cannot be read — is listed with its `problem`, so the load quarantines it instead of
+    losing it without a word.
+    """
     root = Path(landing_dir)
     folder = root / source
     if not folder.is_dir():
         return []
-    found = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+    found: list[LandingFile] = []
+    visited: set[tuple[int, int]] = set()
+
+    def unlistable(error: OSError) -> None:
+        path = Path(error.filename) if error.filename else folder
+        found.append(_problem_file(root, path, source, f"the folder could not be listed: {error.strerror or error}"))
+
+    for directory, subdirs, names in os.walk(folder, onerror=unlistable, followlinks=True):
+        try:
+            directory_stat = os.stat(directory)
+        except OSError as error:
+            unlistable(error)
+            subdirs[:] = []
             continue
-        stat = path.stat()
-        found.append(LandingFile(path, _readable_name(relative.as_posix()), source, stat.st_size, stat.st_mtime_ns))
+        if (directory_stat.st_dev, directory_stat.st_ino) in visited:
+            subdirs[:] = []  # reached again through a link: its files are already listed
+            continue
+        visited.add((directory_stat.st_dev, directory_stat.st_ino))
+        subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))  # dot folders: uploads in flight
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(directory) / name
+            try:
+                stat = path.stat()
+            except OSError as error:
+                problem = ("a symbolic link to nothing (its target " + repr(os.readlink(path)) + " does not exist)"
+                           if path.is_symlink() and isinstance(error, FileNotFoundError) else
+                           f"the file could not be opened: {error.strerror or error}")
+                found.append(_problem_file(root, path, source, problem))
+                continue
+            if not S_ISREG(stat.st_mode):
+                continue  # a pipe or socket holds no delivered file
+            found.append(LandingFile(path, _readable_name(path.relative_to(root).as_posix()), source,
+                                     stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda f: f.name)
+
+
+def _problem_file(root: Path, path: Path, source: str, problem: str) -> LandingFile:
+    return LandingFile(path, _readable_name(path.relative_to(root).as_posix()), source, 0, 0, problem=problem)
 
 
 def _readable_name(name: str) -> str:
@@ -190,6 +231,8 @@ def read_records(file: LandingFile, *, chunk_bytes: int = CHUNK_BYTES, chunk_row
     A file that changes size or disappears while it is read raises `FileChangedWhileRead` (an
     `UnreadableFile`): its records would be a mix of two versions.
     """
+    if file.problem is not None:
+        raise UnreadableFile(file.problem)
     if file.format is None:
         raise UnreadableFile(
             f"unsupported file type {''.join(file.path.suffixes) or '(none)'!r}: use .ndjson, .jsonl, .csv or "

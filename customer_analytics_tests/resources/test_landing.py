@@ -99,6 +99,61 @@ def test_list_files_is_recursive_sorted_by_relative_path_and_ignores_dotfiles(tm
     assert [f.name for f in list_files(tmp_path, "transactions")] == ["transactions/t.csv"]
 
 
+def test_a_symlinked_sub_folder_is_read_under_the_link_name(tmp_path):
+    landing_root, archive = tmp_path / "landing", tmp_path / "archive"
+    put(landing_root, "events/2024/a.ndjson", event("e1"))
+    put(archive, "2025/b.ndjson", event("e2"))
+    put(archive, "2025/sub/c.ndjson", event("e3"))
+    (landing_root / "events" / "2025").symlink_to(archive / "2025", target_is_directory=True)
+
+    files = list_files(landing_root, "events")
+
+    assert [f.name for f in files] == ["events/2024/a.ndjson", "events/2025/b.ndjson", "events/2025/sub/c.ndjson"]
+    assert all(f.problem is None and f.size > 0 for f in files)
+    assert [number for number, _ in records_of(read_records(files[1]))] == [1]
+
+
+def test_a_symlink_loop_ends_and_lists_each_file_once(tmp_path):
+    put(tmp_path, "events/top.ndjson", event("e1"))
+    put(tmp_path, "events/a/x.ndjson", event("e2"))
+    (tmp_path / "events" / "a" / "loop").symlink_to("..", target_is_directory=True)  # back up to events/
+    (tmp_path / "events" / "again").symlink_to("a", target_is_directory=True)  # a second way into a/
+
+    names = [f.name for f in list_files(tmp_path, "events")]
+
+    assert names == ["events/a/x.ndjson", "events/top.ndjson"]
+
+
+def test_a_dangling_symlink_is_listed_as_unreadable_not_dropped(tmp_path):
+    put(tmp_path, "events/a.ndjson", event("e1"))
+    (tmp_path / "events" / "b.ndjson").symlink_to(tmp_path / "gone.ndjson")
+    (tmp_path / "events" / ".c.ndjson").symlink_to(tmp_path / "gone.ndjson")  # dot names stay ignored
+
+    files = list_files(tmp_path, "events")
+
+    assert [(f.name, f.problem is None) for f in files] == [("events/a.ndjson", True), ("events/b.ndjson", False)]
+    assert "gone.ndjson" in files[1].problem and "does not exist" in files[1].problem
+    with pytest.raises(UnreadableFile, match="symbolic link to nothing"):
+        list(read_records(files[1]))
+
+
+def test_a_folder_that_cannot_be_listed_is_listed_as_unreadable(tmp_path, monkeypatch):
+    put(tmp_path, "events/a.ndjson", event("e1"))
+    put(tmp_path, "events/locked/b.ndjson", event("e2"))
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # as root, a chmod 000 folder is still readable
+    files = list_files(tmp_path, "events")
+
+    assert [f.name for f in files] == ["events/a.ndjson", "events/locked"]
+    assert "could not be listed: Permission denied" in files[1].problem
+
+
 def test_list_files_of_a_missing_source_folder_is_empty(tmp_path):
     assert list_files(tmp_path, "profiles") == []
     assert list_files(tmp_path / "nowhere", "events") == []
