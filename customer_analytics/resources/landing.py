@@ -618,12 +618,12 @@ def _read_parquet(file: LandingFile, chunk_rows: int) -> Iterator[RecordChunk]:
     offset = 0
     try:
         for batch in parquet.iter_batches(batch_size=chunk_rows):
-            frame = _parquet_frame(batch)
+            frame = _parquet_frame(batch, file.source)
             numbers = np.arange(offset + 1, offset + batch.num_rows + 1, dtype=np.int64)
             offset += batch.num_rows
 
             def raw_text(rows: np.ndarray, frame=frame) -> list[str]:
-                return [clip_raw(json.dumps(frame.iloc[int(i)].to_dict(), default=str, ensure_ascii=False)) for i in rows]
+                return [clip_raw(_row_json(frame.iloc[int(i)].to_dict())) for i in rows]
 
             yield RecordChunk(frame, numbers, raw_text, records=batch.num_rows)
     except (pa.ArrowInvalid, pa.ArrowIOError) as error:
@@ -632,8 +632,13 @@ def _read_parquet(file: LandingFile, chunk_rows: int) -> Iterator[RecordChunk]:
         source.close()
 
 
-def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
-    """Columns as the validators expect them: decimals as floats, dates as ISO text; nested types dropped."""
+def _parquet_frame(batch: pa.RecordBatch, source: str) -> pd.DataFrame:
+    """Columns as the validators expect them: decimals as floats, dates as ISO text; nested types dropped.
+
+    Integers never pass through float64, which holds whole numbers exactly only up to 2**53 (pandas
+    turns a nullable int64 column into float64): an id column of integers becomes their exact
+    decimal text in Arrow, and other integer columns become pandas' nullable integers.
+    """
     columns = {}
     for name, column in zip(batch.schema.names, batch.columns):
         kind = column.type
@@ -641,12 +646,12 @@ def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
             continue
         if pa.types.is_decimal(kind):
             column = column.cast(pa.float64())
-        elif pa.types.is_date(kind):
+        elif pa.types.is_date(kind) or (pa.types.is_integer(kind) and name in TEXT_FIELDS[source]):
             column = column.cast(pa.string())
         columns[name] = column
     if not columns:
         return pd.DataFrame(index=range(batch.num_rows))
-    frame = pa.table(columns).to_pandas()
+    frame = pa.table(columns).to_pandas(types_mapper=_NULLABLE_INTEGERS.get)
     for name, column in columns.items():
         if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
             # pandas would take a delivered NaN for an absent value (a null): keep them apart, as for NDJSON.
@@ -655,3 +660,15 @@ def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
             values[nan] = JsonNonFinite("NaN")
             frame[name] = values
     return frame
+
+
+_NULLABLE_INTEGERS = {
+    pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(), pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+}
+
+
+def _row_json(row: dict) -> str:
+    """A Parquet row as JSON text for the quarantine, its nulls (None, NaN, pandas' NA) as `null`."""
+    absent = {name: value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) for name, value in row.items()}
+    return json.dumps({name: None if absent[name] else value for name, value in row.items()}, default=str, ensure_ascii=False)

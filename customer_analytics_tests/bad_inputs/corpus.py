@@ -153,9 +153,15 @@ def _utc(value) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def txn_id(file: str, record: int) -> str:
-    # README: txn-<digest of its file name>-<record number>; the digest is the file name's SHA-1, shortened.
-    return f"txn-{hashlib.sha1(file.encode('utf-8')).hexdigest()[:10]}-{record}"
+def txn_content(record: dict) -> str:
+    """README: a legacy transaction's content as stored: customer id, UTC instant and amount, joined by U+001F."""
+    instant = _utc(record["transaction_date"]).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return f"{_text(record['customer_id'])}\x1f{instant}\x1f{_number(record['transaction_amount'])!r}"
+
+
+def txn_id(record: dict, occurrence: int) -> str:
+    # README: txn-<SHA-1 of its content, 16 hex digits>-<k>, the k-th row of that content in its file.
+    return f"txn-{hashlib.sha1(txn_content(record).encode('utf-8')).hexdigest()[:16]}-{occurrence}"
 
 
 def expected_event(record: dict, file: str, number: int, **overrides) -> dict:
@@ -176,10 +182,10 @@ def expected_event(record: dict, file: str, number: int, **overrides) -> dict:
     return values
 
 
-def expected_transaction(record: dict, file: str, number: int, **overrides) -> dict:
+def expected_transaction(record: dict, file: str, number: int, occurrence: int = 1, **overrides) -> dict:
     amount = _number(record["transaction_amount"])
     values = {
-        "event_id": txn_id(file, number), "customer_id": _text(record["customer_id"]), "event_type": "purchase",
+        "event_id": txn_id(record, occurrence), "customer_id": _text(record["customer_id"]), "event_type": "purchase",
         "event_timestamp": _utc(record["transaction_date"]), "price": amount, "quantity": 1, "revenue": amount,
         "source": "transactions", "source_file": file, "source_record": number,
     }
@@ -192,12 +198,27 @@ class _File:
     def __init__(self, case: Case, name: str, fmt: str, source: str):
         self.case, self.name, self.source = case, name, source
         self.stored = stored_name(name)
+        self.copies: dict[str, int] = {}  # legacy contents so far in this file: their ids count them
         case.formats.add(fmt)
         case.files[name] = self.build
 
+    def _copy_number(self, record: dict) -> int:
+        """The k of a legacy row: how many rows of its content this file holds up to it."""
+        content = txn_content(record)
+        self.copies[content] = self.copies.get(content, 0) + 1
+        return self.copies[content]
+
     def _expect_loaded(self, record: dict, number: int, overrides: dict) -> None:
-        expected = expected_transaction if self.source == "transactions" else expected_event
-        self.case.loaded.append(Loaded(self.stored, number, expected(record, self.stored, number, **overrides)))
+        if self.source == "transactions":
+            values = expected_transaction(record, self.stored, number, self._copy_number(record), **overrides)
+        else:
+            values = expected_event(record, self.stored, number, **overrides)
+        self.case.loaded.append(Loaded(self.stored, number, values))
+
+    def _expect_duplicate(self, record: dict) -> None:
+        if self.source == "transactions":
+            self._copy_number(record)  # a redelivered row still counts among its file's copies
+        self.case.duplicates += 1
 
     def _expect_rejected(self, number: int, reason: str, raw: str | None) -> None:
         self.case.quarantined.append(Quarantined(self.stored, number, reason, raw))
@@ -245,7 +266,7 @@ class Ndjson(_File):
 
     def dup(self, record: dict, line: str | None = None) -> Ndjson:
         self._add(line if line is not None else record)
-        self.case.duplicates += 1
+        self._expect_duplicate(record)
         return self
 
     def other_month(self, record: dict) -> Ndjson:
@@ -312,7 +333,7 @@ class Csv(_File):
 
     def dup(self, record: dict) -> Csv:
         self._add(record)
-        self.case.duplicates += 1
+        self._expect_duplicate(record)
         return self
 
     def blank(self) -> Csv:
@@ -346,7 +367,7 @@ class Parquet(_File):
 
     def dup(self, record: dict) -> Parquet:
         self.rows.append(record)
-        self.case.duplicates += 1
+        self._expect_duplicate(record)
         return self
 
     def build(self) -> bytes:
@@ -833,6 +854,21 @@ def _duplicates() -> None:
     f = Csv(c, "transactions/identical_legacy_rows/till.csv", TXN_FIELDS, source="transactions")
     f.good(txn("identical_legacy_rows-c1", "2025-01-05", "5.25"))
     f.good(txn("identical_legacy_rows-c1", "2025-01-05", "5.25"))
+
+    c = case("legacy_redelivered_under_another_name", ("duplicates", "legacy_redeliveries"),
+             "a till file delivered again as 'till (1).csv': its rows are recognised by content and counted as duplicates, "
+             "a row only the second copy holds (or one more identical row than the first had) loads")
+    rows = [txn("legacy_redelivered-c1", "2025-01-05", "5.25"), txn("legacy_redelivered-c1", "2025-01-05", "5.25"),
+            txn("legacy_redelivered-c2", "2025-01-06 09:30:00", "12")]
+    # Landing order is by path, and ' ' sorts before '.': the copy named "(1)" is the first delivery.
+    f = Csv(c, "transactions/legacy_redelivered_under_another_name/till_2025-01 (1).csv", TXN_FIELDS, source="transactions")
+    for row in rows:
+        f.good(row)
+    f = Csv(c, "transactions/legacy_redelivered_under_another_name/till_2025-01.csv", TXN_FIELDS, source="transactions")
+    f.dup(rows[0])
+    f.dup(rows[1])
+    f.dup({**rows[2], "transaction_date": "2025-01-06T10:30:00+01:00", "transaction_amount": "12.00"})  # the same, respelled
+    f.good(rows[0])  # a third identical row: the first copy had two
 
 
 def _unstorable_text() -> None:

@@ -718,6 +718,27 @@ def test_parquet_typed_columns_and_row_numbers(tmp_path):
     assert reasons_of(validated) == [None, None, "missing event_timestamp"]
 
 
+def test_parquet_integer_ids_with_a_null_stay_exact_above_two_to_the_53(tmp_path):
+    big = 2**53  # float64 holds 2**53 + 1 as 2**53: through a float, these ids would merge
+    table = pa.table({
+        "event_id": pa.array([big + 1, big + 2, None], pa.int64()),
+        "customer_id": pa.array([big + 1, None, 2**64 - 1], pa.uint64()),
+        "event_type": ["view", "view", "view"], "event_timestamp": ["2025-01-10 10:00:00"] * 3,
+        "quantity": pa.array([big + 1, None, 3], pa.int64()),
+    })
+    chunks = read(tmp_path, "events/a.parquet", _parquet_bytes(table))
+    fields = chunks[0].fields
+    assert fields["event_id"].tolist()[:2] == [str(big + 1), str(big + 2)] and pd.isna(fields["event_id"].iloc[2])
+    assert fields["customer_id"].iloc[0] == str(big + 1) and fields["customer_id"].iloc[2] == str(2**64 - 1)
+    assert str(fields["quantity"].dtype) == "Int64" and fields["quantity"].iloc[0] == big + 1  # never float64
+    validated = validate_events(fields)
+    assert validated["event_id"].tolist()[:2] == ["9007199254740993", "9007199254740994"]
+    assert reasons_of(validated)[1:] == ["missing customer_id", "missing event_id"]
+    assert "quantity 9007199254740993 is above" in reasons_of(validated)[0]  # the value as delivered
+    raw = json.loads(chunks[0].raw_text(np.array([1]))[0])
+    assert raw["event_id"] == str(big + 2) and raw["customer_id"] is None and raw["quantity"] is None
+
+
 def test_parquet_timestamp_with_a_zone_is_converted_to_utc(tmp_path):
     table = pa.table({
         "event_id": ["e1"], "customer_id": ["c"], "event_type": ["view"],
@@ -745,7 +766,7 @@ def test_gzipped_parquet_round_trip(tmp_path):
 def test_parquet_raw_text_is_the_row_as_json(tmp_path):
     chunks = read(tmp_path, "events/a.parquet", _parquet_bytes(typed_events_table()))
     first = json.loads(chunks[0].raw_text(np.array([0]))[0])
-    assert first["event_id"] == "e1" and first["customer_id"] == 101 and first["price"] == 10.5
+    assert first["event_id"] == "e1" and first["customer_id"] == "101" and first["price"] == 10.5  # an id as its text
     assert first["event_timestamp"].startswith("2023-06-15 14:30:45")
 
 
