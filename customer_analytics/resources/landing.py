@@ -246,7 +246,7 @@ def read_records(file: LandingFile, *, chunk_bytes: int = CHUNK_BYTES, chunk_row
                 if file.format == "ndjson":
                     yield from _read_ndjson(stream, file.source, chunk_bytes)
                 else:
-                    yield from _read_csv(stream, chunk_rows)
+                    yield from _read_csv(stream, file.source, chunk_rows)
     except UnreadableFile:
         _raise_if_changed(file)  # damage seen because the file was cut or rewritten under the reader
         raise
@@ -283,6 +283,7 @@ def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]
     carry = b""
     line_base = 0  # lines before the current block
     first = True
+    cr_lines = False
     oversized = False
     while True:
         # The read lands right after the carry in the block's own buffer: no copy of either.
@@ -293,7 +294,14 @@ def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]
         del buffer[len(carry) + read:]
         if first and buffer.startswith(b"\xef\xbb\xbf"):
             del buffer[:3]  # a UTF-8 byte-order mark is not part of the first record
+        if first:
+            # Carriage returns and no line feed: lines end with CR alone (an old Mac export). Read as
+            # line feeds, each CR line is a record, numbered as an editor shows it; a CR cannot be
+            # part of a record (JSON text holds no raw control character).
+            cr_lines = b"\r" in buffer and b"\n" not in buffer
         first = False
+        if cr_lines and read:
+            buffer[len(carry):] = buffer[len(carry):].translate(_CR_TO_LF)
         if at_end:
             block, carry = carry, b""
         else:
@@ -325,6 +333,7 @@ def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]
             return
 
 
+_CR_TO_LF = bytes.maketrans(b"\r", b"\n")
 _OVERSIZED = f"record longer than {MAX_RECORD_BYTES // (1024 * 1024)} MB: not parsed"
 
 
@@ -373,7 +382,8 @@ def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> tuple[Reco
     longest = int((ends - starts).max(initial=0))
     # A line over the record limit is refused wherever it falls, not only when it spans a whole read.
     if longest <= MAX_RECORD_BYTES and _all_objects(block, starts, ends) and _is_utf8(block):
-        fields = _ndjson_fast(block, source, len(lines), longest=longest)
+        variants = _key_variants(block[starts[0]:ends[0]], source) if len(starts) else {}
+        fields = _ndjson_fast(block, source, len(lines), longest=longest, variants=variants)
     if fields is not None:
         return RecordChunk(fields, record_numbers, raw_text, records=len(lines)), line_count
     return _ndjson_slow(block, starts, ends, record_numbers, source, raw_text), line_count
@@ -407,9 +417,35 @@ def _read_json(block: bytes, schema: pa.Schema, unexpected_fields: str, longest:
         return None
 
 
-def _ndjson_fast(block: bytes, source: str, expected_rows: int, *, longest: int) -> pd.DataFrame | None:
+def contract_name(name: str, source: str) -> str | None:
+    """The contract field a delivered key or header names, matched without regard to case or padding."""
+    folded = name.strip().casefold()
+    return folded if folded in TEXT_FIELDS[source] or folded in NUMBER_FIELDS[source] else None
+
+
+def _key_variants(line: bytes, source: str) -> dict[str, str]:
+    """{delivered key: contract field} for the keys of `line` that name a field in another case (`Event_ID`).
+
+    Only a block's first record is looked at (one exporter writes its keys one way), so the fast
+    path reads those keys too; a record of the block that spells a key otherwise still lacks the
+    field (a required one is then quarantined as missing, with a reason).
+    """
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    return {key: name for key in record if (name := contract_name(key, source)) is not None and name != key}
+
+
+def _ndjson_fast(block: bytes, source: str, expected_rows: int, *, longest: int,
+                 variants: dict[str, str] | None = None) -> pd.DataFrame | None:
+    variants = variants or {}
     text = [(name, pa.string()) for name in TEXT_FIELDS[source]]
+    text += [(key, pa.string()) for key, name in variants.items() if name in TEXT_FIELDS[source]]
     usual = [(name, USUAL_NUMBER_TYPES[name]) for name in NUMBER_FIELDS[source]]
+    usual += [(key, USUAL_NUMBER_TYPES[name]) for key, name in variants.items() if name in NUMBER_FIELDS[source]]
     table = _read_json(block, pa.schema(text + usual), "ignore", longest)  # fields outside the contract are not read
     if table is None:
         table = _read_json(block, pa.schema(text), "infer", longest)
@@ -419,12 +455,14 @@ def _ndjson_fast(block: bytes, source: str, expected_rows: int, *, longest: int)
         return None  # e.g. two objects on one line: only the exact reader can number them
     columns = {}
     for name in TEXT_FIELDS[source]:
-        columns[name] = table.column(name)
+        columns[name] = _either_spelling(table, name, variants)  # pinned as text: always there, never in conflict
     for name in NUMBER_FIELDS[source]:
-        if name not in table.column_names:
+        if not _spellings(table, name, variants):
             columns[name] = pa.nulls(table.num_rows, pa.float64())
             continue
-        column = table.column(name)
+        column = _either_spelling(table, name, variants)
+        if column is None:
+            return None  # spelled two ways with two types: the exact reader takes each record as it is
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
                 or pa.types.is_string(column.type) or pa.types.is_null(column.type)):
             return None  # booleans, objects, arrays: the exact reader explains them per record
@@ -433,6 +471,23 @@ def _ndjson_fast(block: bytes, source: str, expected_rows: int, *, longest: int)
         columns[name] = column
     frame = pa.table(columns).to_pandas()
     return frame
+
+
+def _spellings(table: pa.Table, name: str, variants: dict[str, str]) -> list[str]:
+    return [key for key in (name, *(k for k, n in variants.items() if n == name)) if key in table.column_names]
+
+
+def _either_spelling(table: pa.Table, name: str, variants: dict[str, str]) -> pa.ChunkedArray | None:
+    """The column `name`, its values under another spelling filling its gaps (the exact spelling wins);
+    None when the spellings came with different types, which cannot be merged as they are."""
+    parts = [table.column(key) for key in _spellings(table, name, variants)]
+    if len(parts) == 1:
+        return parts[0]
+    types = {part.type for part in parts if not pa.types.is_null(part.type)}
+    if len(types) > 1:
+        return None
+    kind = types.pop() if types else parts[0].type
+    return pc.coalesce(*(part.cast(kind) for part in parts))
 
 
 def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> RecordChunk:
@@ -465,7 +520,7 @@ def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> Recor
             errors.append(RecordError(int(record_numbers[index]), raw_text([index])[0],
                                       f"not valid Unicode text: {', '.join(broken)} holds an unpaired surrogate escape (\\ud800–\\udfff)"))
             continue
-        records.append(value)
+        records.append(_contract_keys(value, source))
         kept.append(index)
     wanted = TEXT_FIELDS[source] + NUMBER_FIELDS[source]
     # Object columns built directly keep an absent value as None, apart from a JSON NaN literal.
@@ -478,6 +533,17 @@ def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> Recor
         return raw_text(kept_array[rows])
 
     return RecordChunk(fields, record_numbers[kept_array], kept_raw, errors, records=len(starts))
+
+
+def _contract_keys(record: dict, source: str) -> dict:
+    """`record` with a key that names a contract field in another case (`Event_ID`) also under the
+    field's own name, unless the record has that name too (the exact spelling wins)."""
+    extra = {}
+    for key, value in record.items():
+        name = contract_name(key, source) if isinstance(key, str) else None
+        if name is not None and name != key and name not in record and name not in extra:
+            extra[name] = value
+    return {**record, **extra} if extra else record
 
 
 def _unpaired_surrogates(value: dict, line: bytes, source: str) -> list[str]:
@@ -520,7 +586,7 @@ class _LineTap:
         return text.rstrip("\r\n")
 
 
-def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
+def _read_csv(stream, source: str, chunk_rows: int) -> Iterator[RecordChunk]:
     csv.field_size_limit(MAX_RECORD_BYTES)
     text_stream = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     tap = _LineTap(text_stream)
@@ -540,6 +606,7 @@ def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
             if any(_has_surrogates(name) or "\x00" in name for name in header):
                 raise UnreadableFile("the CSV header is not UTF-8 text (a UTF-16 or Latin-1 export?): "
                                      "its columns cannot be recognised; nothing from the file was loaded")
+            header = _contract_header(header, source)
     rows: list[list[str]] = []
     numbers: list[int] = []
     raws: list[str] = []
@@ -575,6 +642,23 @@ def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
             rows, numbers, raws, errors, records = [], [], [], [], 0
     if records or errors:
         yield _csv_chunk(header, rows, numbers, raws, errors, records)
+
+
+def _contract_header(header: list[str], source: str) -> list[str]:
+    """Header names with those naming a contract field in another case (`Event_ID`) as the field's name.
+
+    A field named twice leaves it unknown which column holds it, so the file is refused whole rather
+    than read from either. Other repeated names (two blank headers after trailing commas) are not
+    read, so they do no harm.
+    """
+    names = [contract_name(name, source) or name for name in header]
+    for name in dict.fromkeys(names):
+        spellings = [header[i] for i, n in enumerate(names) if n == name]
+        if len(spellings) > 1 and contract_name(name, source) is not None:
+            raise UnreadableFile(
+                f"the CSV header names the column {name!r} {len(spellings)} times ({', '.join(map(repr, spellings))}): "
+                "which one holds it is unknown; nothing from the file was loaded")
+    return names
 
 
 def _decoded(text: str) -> str:
