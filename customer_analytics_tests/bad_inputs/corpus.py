@@ -135,12 +135,16 @@ def write_corpus(root: str | Path, cases: list[Case] | None = None) -> list[Case
 
 
 # -- what a valid record must be stored as (the README's rules) ---------------------------
+# README: text is trimmed of whitespace (a no-break space too) and of zero-width characters at its ends.
+_TRIMMED = "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + "\u200b\u200c\u200d\u2060\ufeff"
+
+
 def _text(value):
     if value is None:
         return None
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    text = str(value).strip()
+    text = str(value).strip(_TRIMMED)
     return text or None
 
 
@@ -943,6 +947,74 @@ def _valid_edge_cases() -> None:
     Ndjson(c, name).good(event("valid_edge_cases-8"))
 
 
+def _landing_formats() -> None:
+    """Issue 35.10: line endings, header and key spelling, invisible padding, integers beyond float64."""
+    c = case("cr_line_endings", ("line_endings",), "NDJSON and CSV whose lines end with CR alone (an old Mac export): "
+             "read line by line, numbered as an editor shows them")
+    f = Ndjson(c, "events/cr_line_endings/a.ndjson", newline=b"\r")
+    f.good(event("cr_line_endings-1"))
+    f.bad('{"event_id": "cr_line_endings-x1", broken', "malformed JSON")
+    f.blank()
+    f.good(event("cr_line_endings-2", price=3.0, quantity=1))
+    f = Ndjson(c, "events/cr_line_endings/b.ndjson.gz", newline=b"\r", final_newline=False)
+    f.good(event("cr_line_endings-3"))
+    f.good(event("cr_line_endings-4", event_type="page_view", price=None, quantity=None))
+    f = Csv(c, "events/cr_line_endings/c.csv", newline="\r")
+    f.good(_as_text(event("cr_line_endings-5")))
+    f.bad("cr_line_endings-x2,c1,purchase", "CSV row has 3 fields, the header has 14")
+    f.good(_as_text(event("cr_line_endings-6")))
+
+    c = case("header_spelling", ("headers", "key_case"), "CSV headers and NDJSON keys in another case (`Event_ID`) name "
+             "their fields; a CSV header naming a field twice refuses the file rather than read either column")
+    f = Csv(c, "events/header_spelling/upper.csv", header_line=",".join(name.upper() for name in EVENT_FIELDS))
+    f.good(_as_text(event("header_spelling-1", country="FR")))
+    f = Csv(c, "transactions/header_spelling/till.csv", TXN_FIELDS, source="transactions",
+            header_line=" Customer_ID ,Transaction_Date,TRANSACTION_AMOUNT")
+    f.good(txn("header_spelling-c1"))
+    header = ",".join(EVENT_FIELDS) + ",Event_ID\n"
+    raw_file(c, "events/header_spelling/twice.csv", (header + f"header_spelling-x1,c1,purchase,2025-01-10 10:00:00,,,,,1,1,,,,,"
+                                                     "header_spelling-x2\n").encode(),
+             "csv", unreadable="names the column 'event_id' 2 times ('event_id', 'Event_ID')")
+    f = Ndjson(c, "events/header_spelling/keys.ndjson")
+    for number in (2, 3):  # the whole block spells its keys one way: the fast path reads them
+        record = event(f"header_spelling-{number}", country="DE")
+        f.good(record, line=json.dumps({key.title(): value for key, value in record.items()}))
+    f = Ndjson(c, "events/header_spelling/mixed.ndjson")
+    record = event("header_spelling-4", page_url="https://shop.example/p")
+    f.good(record, line=json.dumps({**{key.upper(): value for key, value in record.items()}, "event_id": "header_spelling-4"}))
+    # The exact spelling wins over another (as the last of repeated JSON keys does among equals).
+    f.good(event("header_spelling-5"), line=json.dumps({**event("header_spelling-5"), "PRICE": 99.0}))
+    f.bad('{"Event_ID": "header_spelling-x3", broken', "malformed JSON")  # a bad line: the exact reader, keys matched the same
+
+    c = case("zero_width", ("zero_width",), "zero-width characters (U+200B, U+200C, U+200D, U+2060, U+FEFF) at the ends "
+             "of ids and text are trimmed like whitespace: the id without them is the same event")
+    f = Ndjson(c, "events/zero_width/a.ndjson")
+    f.good(event("zero_width-1\u200b", "\ufeffc1\u2060", country="\u200cFR\u200d"))
+    f.dup(event("zero_width-1", "c1", country="FR"))
+    f.good(event("\u00a0\u200bzero_width-2 \u200b", "c2"))
+    f.bad(event("\u200b\u200c", "c3"), "missing event_id")
+    f = Csv(c, "events/zero_width/b.csv")
+    f.good(_as_text(event("zero_width-3\u200b", "c\u200b3")))
+    f = Csv(c, "transactions/zero_width/till.csv", TXN_FIELDS, source="transactions")
+    f.good(txn("\u2060zero_width-c1"))
+
+    c = case("exact_integers", ("exact_integers", "wrong_types"), "Parquet integer ids above 2**53 with a null in the "
+             "column: exact, never through float64 (which would merge 2**53+1 and 2**53+2)")
+    big = 2**53
+    f = Parquet(c, "events/exact_integers/a.parquet", _schema(event_id=pa.int64(), customer_id=pa.int64(), quantity=pa.int64()))
+    f.good(event(big + 1, big + 1))
+    f.good(event(big + 2, big + 2, quantity=None))
+    f.bad(event(None, big + 3), "missing event_id")
+    f.bad(event(big + 4, None), "missing customer_id")
+    f = Parquet(c, "transactions/exact_integers/till.parquet", pa.schema(
+        [("customer_id", pa.uint64()), ("transaction_date", pa.string()), ("transaction_amount", pa.float64())]),
+        source="transactions")
+    f.good(txn(big + 1, amount=5.0))
+    f.good(txn(big + 2, amount=5.0))
+    f.bad(txn(None, amount=5.0), "missing customer_id")
+
+
+_landing_formats()
 _malformed_lines()
 _wrong_types()
 _missing_fields()
