@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -309,6 +310,38 @@ def test_crlf_line_endings(tmp_path):
     chunks = read(tmp_path, "events/a.ndjson", text)
     assert [(n, r["event_id"]) for n, r in records_of(chunks)] == [(1, "a"), (3, "b")]
     assert chunks[0].raw_text(np.array([0, 1])) == [event("a"), event("b")]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_cr_only_line_endings_are_lines(tmp_path, gz):
+    text = (event("e1") + "\r\r" + '{"event_id": broken' + "\r" + event("e2") + "\r").encode()
+    chunks = read(tmp_path, "events/a.ndjson" + (".gz" if gz else ""), gzip.compress(text) if gz else text)
+    assert [(n, r["event_id"]) for n, r in records_of(chunks)] == [(1, "e1"), (4, "e2")]
+    assert [(e.record_number, e.raw_record) for c in chunks for e in c.errors] == [(3, '{"event_id": broken')]
+
+
+def test_cr_only_line_endings_across_chunks_keep_their_numbers(tmp_path):
+    lines = [event(f"e{i}", customer_id="c" * (i % 7)) for i in range(40)]
+    chunks = read(tmp_path, "events/a.ndjson", "\r".join(lines), chunk_bytes=64)
+    assert [(n, r["event_id"]) for n, r in records_of(chunks)] == [(i + 1, f"e{i}") for i in range(40)]
+
+
+def test_ndjson_keys_in_another_case_are_read_on_the_fast_path(tmp_path, monkeypatch):
+    def no_slow_path(*args, **kwargs):
+        raise AssertionError("keys spelled one way in a block must not need the exact reader")
+
+    monkeypatch.setattr(landing, "_ndjson_slow", no_slow_path)
+    text = "".join(json.dumps({"Event_ID": f"e{i}", "CUSTOMER_ID": "c1", "Price": i}) + "\n" for i in range(3))
+    text += json.dumps({"event_id": "e3", "Event_ID": "ignored", "price": 1.5}) + "\n"  # the exact spelling wins
+    records = records_of(read(tmp_path, "events/a.ndjson", text))
+    assert [(r["event_id"], r["customer_id"], r["price"]) for _, r in records] == [
+        ("e0", "c1", 0), ("e1", "c1", 1), ("e2", "c1", 2), ("e3", None, 1.5)]
+
+
+def test_ndjson_keys_in_another_case_are_read_on_the_exact_path_too(tmp_path):
+    text = json.dumps({"EVENT_ID": "e1", "Quantity": 2}) + "\n" + "{broken\n" + json.dumps({"event_ID": "e2"}) + "\n"
+    records = records_of(read(tmp_path, "events/a.ndjson", text))
+    assert [(n, r["event_id"], r["quantity"]) for n, r in records] == [(1, "e1", 2), (3, "e2", None)]
 
 
 def test_last_line_without_newline_is_read(tmp_path):
@@ -646,6 +679,23 @@ def test_csv_utf8_bom_is_not_part_of_the_first_column_name(tmp_path):
 def test_csv_header_names_are_trimmed(tmp_path):
     chunks = read(tmp_path, "events/a.csv", " event_id , price \ne1,2\n")
     assert list(chunks[0].fields.columns) == ["event_id", "price"]
+
+
+def test_csv_header_names_match_without_regard_to_case(tmp_path):
+    chunks = read(tmp_path, "events/a.csv", "Event_ID,PRICE,Notes\ne1,2,x\n")
+    assert list(chunks[0].fields.columns) == ["event_id", "price", "Notes"]  # a column outside the contract keeps its name
+
+
+@pytest.mark.parametrize("header, named", [("event_id,price,Event_ID", "'event_id' 2 times ('event_id', 'Event_ID')"),
+                                           ("price, Price ,PRICE,event_id", "'price' 3 times")])
+def test_csv_header_naming_a_field_twice_is_unreadable(tmp_path, header, named):
+    with pytest.raises(UnreadableFile, match=re.escape(named)):
+        read(tmp_path, "events/a.csv", header + "\n" + ",".join(["1"] * len(header.split(","))) + "\n")
+
+
+def test_csv_repeated_names_outside_the_contract_are_harmless(tmp_path):
+    chunks = read(tmp_path, "events/a.csv", "event_id,,,note,note\ne1,,,a,b\n")
+    assert records_of(chunks)[0][1]["event_id"] == "e1"
 
 
 def test_csv_invalid_utf8_row_is_refused_and_the_next_kept(tmp_path):
