@@ -3,6 +3,8 @@
 Layout: `events/`, `transactions/` and `profiles/` (searched recursively), each holding
 `.ndjson`, `.jsonl`, `.csv` or `.parquet` files, optionally gzipped (`.gz`). Files and
 folders whose name starts with a dot are in-flight uploads by convention and are ignored.
+Directory symlinks are followed, each folder once. Field names (CSV headers, NDJSON keys)
+match the contract without regard to case.
 
 Record numbers, used in `raw_events.source_record` and `rejected_events.record_number`, are
 the 1-based line number where the record starts for NDJSON and CSV (so `sed -n Np` shows
