@@ -304,6 +304,7 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
                 rejects.add_file(file, unreadable[file.name])
                 continue
             months_in_file: set[str] = set()
+            transaction_copies: dict[str, int] = {}  # a legacy file's contents so far (their ids count them)
             scanned = 0
             staged_any = False
             try:
@@ -313,7 +314,7 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
                         staged_any = True
                         scanned += chunk.records
                         _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, report,
-                                    replacement, rejects, months_in_file, month_ids, started_at)
+                                    replacement, rejects, months_in_file, month_ids, started_at, transaction_copies)
             except FileChangedWhileRead as error:
                 raise LandingFileChanged(key, file, str(error)) from None
             except UnreadableFile as error:
@@ -366,7 +367,7 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
 
 
 def _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, report, replacement, rejects,
-                months_in_file, month_ids: MonthIds, started_at: datetime) -> None:
+                months_in_file, month_ids: MonthIds, started_at: datetime, transaction_copies: dict[str, int]) -> None:
     file = files[file_index]
     for error in chunk.errors:
         rejects.add(file, error.record_number, error.raw_record, error.reason)
@@ -374,7 +375,7 @@ def _load_chunk(files, file_index, chunk, month, first_month, last_month, seen, 
         return
     fields = chunk.fields.reset_index(drop=True)
     if file.source == "transactions":
-        validated = validate_transactions(fields, file.name, chunk.record_numbers)
+        validated = validate_transactions(fields, transaction_copies)
     else:
         validated = validate_events(fields)
     months = validated["event_month"]

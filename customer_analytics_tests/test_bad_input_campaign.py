@@ -38,6 +38,7 @@ from customer_analytics import loading
 from customer_analytics.loading import LandingFileChanged, load_events_month, load_profiles
 from customer_analytics.resources.tables import customer_profiles, landing_files, raw_events, rejected_events
 from customer_analytics.resources.warehouse import Warehouse
+from customer_analytics.transforms.fields import ZERO_WIDTH
 from customer_analytics_tests.bad_inputs.corpus import (
     CASES,
     FIRST_MONTH,
@@ -312,7 +313,7 @@ def text_verdict(value, *, limit: int | None = None):
         return "missing", None
     if isinstance(value, (bool, dict, list, float)):
         return "bad", None  # floats here are only NaN/Infinity literals
-    text = str(value).strip(" \t")
+    text = str(value).strip(" \t" + ZERO_WIDTH)  # README: zero-width characters at the ends are trimmed too
     if not text:
         return "missing", None
     if "\x00" in text or _has_surrogate(text) or (limit is not None and len(text) > limit):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 from datetime import date, datetime, timezone
 
 import pandas as pd
@@ -59,7 +60,8 @@ def landing(tmp_path):
 def test_a_month_loads_exactly_its_valid_first_deliveries(warehouse, landing):
     report = load(warehouse, landing, JAN)
     stored = events_of(warehouse)
-    assert sorted(stored["event_id"]) == sorted(["e1", "txn-" + _digest("transactions/legacy.csv") + "-2", "txn-" + _digest("transactions/legacy.csv") + "-3"])
+    legacy_id = "txn-" + _digest("c1\x1f2025-01-05T00:00:00.000000\x1f5.25")
+    assert sorted(stored["event_id"]) == sorted(["e1", legacy_id + "-1", legacy_id + "-2"])
     e1 = stored.set_index("event_id").loc["e1"]
     assert (e1["price"], e1["quantity"], e1["revenue"]) == (10.5, 2, 21.0)
     assert e1["source_file"] == "events/2025-01.ndjson" and e1["source_record"] == 1
@@ -160,6 +162,27 @@ def test_an_unreadable_file_is_reported_and_the_others_still_load(warehouse, lan
     assert files["reason"].str.contains("could not be read").all()
 
 
+def test_a_symlinked_month_folder_loads_and_a_link_loop_reads_each_file_once(warehouse, tmp_path):
+    root, archive = tmp_path / "landing", tmp_path / "archive"
+    write_ndjson(root / "events" / "2024" / "a.ndjson", [event("s1", "c1", "2025-01-10 10:00:00", price=1.0)])
+    write_ndjson(archive / "2025" / "b.ndjson", [event("s2", "c1", "2025-01-11 10:00:00", price=2.0),
+                                                 event("s3", "c2", "2025-01-12 10:00:00", price=3.0)])
+    (root / "events" / "2025").symlink_to(archive / "2025", target_is_directory=True)
+    (root / "events" / "2025-again").symlink_to(archive / "2025", target_is_directory=True)  # the same folder twice
+    (archive / "2025" / "loop").symlink_to("..", target_is_directory=True)  # archive/ -> 2025 -> loop -> archive/ ...
+    (root / "events" / "gone.ndjson").symlink_to(tmp_path / "nowhere.ndjson")
+
+    report = load(warehouse, root, JAN)
+
+    stored = events_of(warehouse)
+    assert dict(zip(stored["event_id"], stored["source_file"])) == {
+        "s1": "events/2024/a.ndjson", "s2": "events/2025/b.ndjson", "s3": "events/2025/b.ndjson"}
+    assert report.duplicates == 0 and report.loaded == 3
+    assert list(report.unreadable_files) == ["events/gone.ndjson"]
+    (dangling,) = rejections(warehouse).query("record_number == 0")["reason"]
+    assert "symbolic link to nothing" in dangling and "nowhere.ndjson" in dangling
+
+
 def test_a_file_that_breaks_part_way_loads_nothing_from_it(warehouse, landing, monkeypatch):
     lines = b"".join(
         f'{{"event_id": "t{i}", "customer_id": "c1", "event_type": "purchase", "event_timestamp": "2025-01-12 10:00:00", "price": 1}}\n'.encode()
@@ -198,7 +221,6 @@ def test_profiles_merge_latest_values_and_quarantine_bad_rows(warehouse, tmp_pat
     assert "missing customer_id" in reasons[("profiles/a.csv", 4)] and "age 'abc' is not a number" in reasons[("profiles/a.csv", 5)]
 
 
-def _digest(name: str) -> str:
-    from customer_analytics.transforms.events import transaction_file_digest
-
-    return transaction_file_digest(name)
+def _digest(content: str) -> str:
+    """README: a legacy transaction's id holds the SHA-1 of its content (customer, UTC instant, amount), 16 hex digits."""
+    return hashlib.sha1(content.encode("utf-8")).hexdigest()[:16]

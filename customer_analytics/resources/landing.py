@@ -3,6 +3,8 @@
 Layout: `events/`, `transactions/` and `profiles/` (searched recursively), each holding
 `.ndjson`, `.jsonl`, `.csv` or `.parquet` files, optionally gzipped (`.gz`). Files and
 folders whose name starts with a dot are in-flight uploads by convention and are ignored.
+Directory symlinks are followed, each folder once. Field names (CSV headers, NDJSON keys)
+match the contract without regard to case.
 
 Record numbers, used in `raw_events.source_record` and `rejected_events.record_number`, are
 the 1-based line number where the record starts for NDJSON and CSV (so `sed -n Np` shows
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import TypeVar
 
 import numpy as np
@@ -97,6 +100,7 @@ class LandingFile:
     source: str  # events, transactions or profiles
     size: int
     modified_ns: int
+    problem: str | None = None  # why it cannot be opened at all (a dangling symlink): read as an unreadable file
 
     @property
     def compressed(self) -> bool:
@@ -133,19 +137,58 @@ def clip_raw(text: str) -> str:
 
 
 def list_files(landing_dir: str | Path, source: str) -> list[LandingFile]:
-    """Files under `landing_dir/source`, in a stable order (their relative paths)."""
+    """Files under `landing_dir/source`, in a stable order (their relative paths).
+
+    Directory symlinks are followed (`events/2025 -> /archive/2025` is read as `events/2025/...`),
+    each directory once: a link back up (`events/a/loop -> ..`) or a second link to the same
+    folder is not walked again. What cannot be listed or opened — a dangling symlink, a folder
+    that cannot be read — is listed with its `problem`, so the load quarantines it instead of
+    losing it without a word.
+    """
     root = Path(landing_dir)
     folder = root / source
     if not folder.is_dir():
         return []
-    found = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+    found: list[LandingFile] = []
+    visited: set[tuple[int, int]] = set()
+
+    def unlistable(error: OSError) -> None:
+        path = Path(error.filename) if error.filename else folder
+        found.append(_problem_file(root, path, source, f"the folder could not be listed: {error.strerror or error}"))
+
+    for directory, subdirs, names in os.walk(folder, onerror=unlistable, followlinks=True):
+        try:
+            directory_stat = os.stat(directory)
+        except OSError as error:
+            unlistable(error)
+            subdirs[:] = []
             continue
-        stat = path.stat()
-        found.append(LandingFile(path, _readable_name(relative.as_posix()), source, stat.st_size, stat.st_mtime_ns))
+        if (directory_stat.st_dev, directory_stat.st_ino) in visited:
+            subdirs[:] = []  # reached again through a link: its files are already listed
+            continue
+        visited.add((directory_stat.st_dev, directory_stat.st_ino))
+        subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))  # dot folders: uploads in flight
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(directory) / name
+            try:
+                stat = path.stat()
+            except OSError as error:
+                problem = ("a symbolic link to nothing (its target " + repr(os.readlink(path)) + " does not exist)"
+                           if path.is_symlink() and isinstance(error, FileNotFoundError) else
+                           f"the file could not be opened: {error.strerror or error}")
+                found.append(_problem_file(root, path, source, problem))
+                continue
+            if not S_ISREG(stat.st_mode):
+                continue  # a pipe or socket holds no delivered file
+            found.append(LandingFile(path, _readable_name(path.relative_to(root).as_posix()), source,
+                                     stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda f: f.name)
+
+
+def _problem_file(root: Path, path: Path, source: str, problem: str) -> LandingFile:
+    return LandingFile(path, _readable_name(path.relative_to(root).as_posix()), source, 0, 0, problem=problem)
 
 
 def _readable_name(name: str) -> str:
@@ -190,6 +233,8 @@ def read_records(file: LandingFile, *, chunk_bytes: int = CHUNK_BYTES, chunk_row
     A file that changes size or disappears while it is read raises `FileChangedWhileRead` (an
     `UnreadableFile`): its records would be a mix of two versions.
     """
+    if file.problem is not None:
+        raise UnreadableFile(file.problem)
     if file.format is None:
         raise UnreadableFile(
             f"unsupported file type {''.join(file.path.suffixes) or '(none)'!r}: use .ndjson, .jsonl, .csv or "
@@ -203,7 +248,7 @@ def read_records(file: LandingFile, *, chunk_bytes: int = CHUNK_BYTES, chunk_row
                 if file.format == "ndjson":
                     yield from _read_ndjson(stream, file.source, chunk_bytes)
                 else:
-                    yield from _read_csv(stream, chunk_rows)
+                    yield from _read_csv(stream, file.source, chunk_rows)
     except UnreadableFile:
         _raise_if_changed(file)  # damage seen because the file was cut or rewritten under the reader
         raise
@@ -240,6 +285,7 @@ def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]
     carry = b""
     line_base = 0  # lines before the current block
     first = True
+    cr_lines = False
     oversized = False
     while True:
         # The read lands right after the carry in the block's own buffer: no copy of either.
@@ -250,7 +296,14 @@ def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]
         del buffer[len(carry) + read:]
         if first and buffer.startswith(b"\xef\xbb\xbf"):
             del buffer[:3]  # a UTF-8 byte-order mark is not part of the first record
+        if first:
+            # Carriage returns and no line feed: lines end with CR alone (an old Mac export). Read as
+            # line feeds, each CR line is a record, numbered as an editor shows it; a CR cannot be
+            # part of a record (JSON text holds no raw control character).
+            cr_lines = b"\r" in buffer and b"\n" not in buffer
         first = False
+        if cr_lines and read:
+            buffer[len(carry):] = buffer[len(carry):].translate(_CR_TO_LF)
         if at_end:
             block, carry = carry, b""
         else:
@@ -282,6 +335,7 @@ def _read_ndjson(stream, source: str, chunk_bytes: int) -> Iterator[RecordChunk]
             return
 
 
+_CR_TO_LF = bytes.maketrans(b"\r", b"\n")
 _OVERSIZED = f"record longer than {MAX_RECORD_BYTES // (1024 * 1024)} MB: not parsed"
 
 
@@ -330,7 +384,8 @@ def _parse_ndjson_block(block: bytes, line_base: int, source: str) -> tuple[Reco
     longest = int((ends - starts).max(initial=0))
     # A line over the record limit is refused wherever it falls, not only when it spans a whole read.
     if longest <= MAX_RECORD_BYTES and _all_objects(block, starts, ends) and _is_utf8(block):
-        fields = _ndjson_fast(block, source, len(lines), longest=longest)
+        variants = _key_variants(block[starts[0]:ends[0]], source) if len(starts) else {}
+        fields = _ndjson_fast(block, source, len(lines), longest=longest, variants=variants)
     if fields is not None:
         return RecordChunk(fields, record_numbers, raw_text, records=len(lines)), line_count
     return _ndjson_slow(block, starts, ends, record_numbers, source, raw_text), line_count
@@ -364,9 +419,35 @@ def _read_json(block: bytes, schema: pa.Schema, unexpected_fields: str, longest:
         return None
 
 
-def _ndjson_fast(block: bytes, source: str, expected_rows: int, *, longest: int) -> pd.DataFrame | None:
+def contract_name(name: str, source: str) -> str | None:
+    """The contract field a delivered key or header names, matched without regard to case or padding."""
+    folded = name.strip().casefold()
+    return folded if folded in TEXT_FIELDS[source] or folded in NUMBER_FIELDS[source] else None
+
+
+def _key_variants(line: bytes, source: str) -> dict[str, str]:
+    """{delivered key: contract field} for the keys of `line` that name a field in another case (`Event_ID`).
+
+    Only a block's first record is looked at (one exporter writes its keys one way), so the fast
+    path reads those keys too; a record of the block that spells a key otherwise still lacks the
+    field (a required one is then quarantined as missing, with a reason).
+    """
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    return {key: name for key in record if (name := contract_name(key, source)) is not None and name != key}
+
+
+def _ndjson_fast(block: bytes, source: str, expected_rows: int, *, longest: int,
+                 variants: dict[str, str] | None = None) -> pd.DataFrame | None:
+    variants = variants or {}
     text = [(name, pa.string()) for name in TEXT_FIELDS[source]]
+    text += [(key, pa.string()) for key, name in variants.items() if name in TEXT_FIELDS[source]]
     usual = [(name, USUAL_NUMBER_TYPES[name]) for name in NUMBER_FIELDS[source]]
+    usual += [(key, USUAL_NUMBER_TYPES[name]) for key, name in variants.items() if name in NUMBER_FIELDS[source]]
     table = _read_json(block, pa.schema(text + usual), "ignore", longest)  # fields outside the contract are not read
     if table is None:
         table = _read_json(block, pa.schema(text), "infer", longest)
@@ -376,12 +457,14 @@ def _ndjson_fast(block: bytes, source: str, expected_rows: int, *, longest: int)
         return None  # e.g. two objects on one line: only the exact reader can number them
     columns = {}
     for name in TEXT_FIELDS[source]:
-        columns[name] = table.column(name)
+        columns[name] = _either_spelling(table, name, variants)  # pinned as text: always there, never in conflict
     for name in NUMBER_FIELDS[source]:
-        if name not in table.column_names:
+        if not _spellings(table, name, variants):
             columns[name] = pa.nulls(table.num_rows, pa.float64())
             continue
-        column = table.column(name)
+        column = _either_spelling(table, name, variants)
+        if column is None:
+            return None  # spelled two ways with two types: the exact reader takes each record as it is
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
                 or pa.types.is_string(column.type) or pa.types.is_null(column.type)):
             return None  # booleans, objects, arrays: the exact reader explains them per record
@@ -390,6 +473,23 @@ def _ndjson_fast(block: bytes, source: str, expected_rows: int, *, longest: int)
         columns[name] = column
     frame = pa.table(columns).to_pandas()
     return frame
+
+
+def _spellings(table: pa.Table, name: str, variants: dict[str, str]) -> list[str]:
+    return [key for key in (name, *(k for k, n in variants.items() if n == name)) if key in table.column_names]
+
+
+def _either_spelling(table: pa.Table, name: str, variants: dict[str, str]) -> pa.ChunkedArray | None:
+    """The column `name`, its values under another spelling filling its gaps (the exact spelling wins);
+    None when the spellings came with different types, which cannot be merged as they are."""
+    parts = [table.column(key) for key in _spellings(table, name, variants)]
+    if len(parts) == 1:
+        return parts[0]
+    types = {part.type for part in parts if not pa.types.is_null(part.type)}
+    if len(types) > 1:
+        return None
+    kind = types.pop() if types else parts[0].type
+    return pc.coalesce(*(part.cast(kind) for part in parts))
 
 
 def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> RecordChunk:
@@ -422,7 +522,7 @@ def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> Recor
             errors.append(RecordError(int(record_numbers[index]), raw_text([index])[0],
                                       f"not valid Unicode text: {', '.join(broken)} holds an unpaired surrogate escape (\\ud800–\\udfff)"))
             continue
-        records.append(value)
+        records.append(_contract_keys(value, source))
         kept.append(index)
     wanted = TEXT_FIELDS[source] + NUMBER_FIELDS[source]
     # Object columns built directly keep an absent value as None, apart from a JSON NaN literal.
@@ -435,6 +535,17 @@ def _ndjson_slow(block, starts, ends, record_numbers, source, raw_text) -> Recor
         return raw_text(kept_array[rows])
 
     return RecordChunk(fields, record_numbers[kept_array], kept_raw, errors, records=len(starts))
+
+
+def _contract_keys(record: dict, source: str) -> dict:
+    """`record` with a key that names a contract field in another case (`Event_ID`) also under the
+    field's own name, unless the record has that name too (the exact spelling wins)."""
+    extra = {}
+    for key, value in record.items():
+        name = contract_name(key, source) if isinstance(key, str) else None
+        if name is not None and name != key and name not in record and name not in extra:
+            extra[name] = value
+    return {**record, **extra} if extra else record
 
 
 def _unpaired_surrogates(value: dict, line: bytes, source: str) -> list[str]:
@@ -477,7 +588,7 @@ class _LineTap:
         return text.rstrip("\r\n")
 
 
-def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
+def _read_csv(stream, source: str, chunk_rows: int) -> Iterator[RecordChunk]:
     csv.field_size_limit(MAX_RECORD_BYTES)
     text_stream = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     tap = _LineTap(text_stream)
@@ -497,6 +608,7 @@ def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
             if any(_has_surrogates(name) or "\x00" in name for name in header):
                 raise UnreadableFile("the CSV header is not UTF-8 text (a UTF-16 or Latin-1 export?): "
                                      "its columns cannot be recognised; nothing from the file was loaded")
+            header = _contract_header(header, source)
     rows: list[list[str]] = []
     numbers: list[int] = []
     raws: list[str] = []
@@ -532,6 +644,23 @@ def _read_csv(stream, chunk_rows: int) -> Iterator[RecordChunk]:
             rows, numbers, raws, errors, records = [], [], [], [], 0
     if records or errors:
         yield _csv_chunk(header, rows, numbers, raws, errors, records)
+
+
+def _contract_header(header: list[str], source: str) -> list[str]:
+    """Header names with those naming a contract field in another case (`Event_ID`) as the field's name.
+
+    A field named twice leaves it unknown which column holds it, so the file is refused whole rather
+    than read from either. Other repeated names (two blank headers after trailing commas) are not
+    read, so they do no harm.
+    """
+    names = [contract_name(name, source) or name for name in header]
+    for name in dict.fromkeys(names):
+        spellings = [header[i] for i, n in enumerate(names) if n == name]
+        if len(spellings) > 1 and contract_name(name, source) is not None:
+            raise UnreadableFile(
+                f"the CSV header names the column {name!r} {len(spellings)} times ({', '.join(map(repr, spellings))}): "
+                "which one holds it is unknown; nothing from the file was loaded")
+    return names
 
 
 def _decoded(text: str) -> str:
@@ -575,12 +704,12 @@ def _read_parquet(file: LandingFile, chunk_rows: int) -> Iterator[RecordChunk]:
     offset = 0
     try:
         for batch in parquet.iter_batches(batch_size=chunk_rows):
-            frame = _parquet_frame(batch)
+            frame = _parquet_frame(batch, file.source)
             numbers = np.arange(offset + 1, offset + batch.num_rows + 1, dtype=np.int64)
             offset += batch.num_rows
 
             def raw_text(rows: np.ndarray, frame=frame) -> list[str]:
-                return [clip_raw(json.dumps(frame.iloc[int(i)].to_dict(), default=str, ensure_ascii=False)) for i in rows]
+                return [clip_raw(_row_json(frame.iloc[int(i)].to_dict())) for i in rows]
 
             yield RecordChunk(frame, numbers, raw_text, records=batch.num_rows)
     except (pa.ArrowInvalid, pa.ArrowIOError) as error:
@@ -589,8 +718,13 @@ def _read_parquet(file: LandingFile, chunk_rows: int) -> Iterator[RecordChunk]:
         source.close()
 
 
-def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
-    """Columns as the validators expect them: decimals as floats, dates as ISO text; nested types dropped."""
+def _parquet_frame(batch: pa.RecordBatch, source: str) -> pd.DataFrame:
+    """Columns as the validators expect them: decimals as floats, dates as ISO text; nested types dropped.
+
+    Integers never pass through float64, which holds whole numbers exactly only up to 2**53 (pandas
+    turns a nullable int64 column into float64): an id column of integers becomes their exact
+    decimal text in Arrow, and other integer columns become pandas' nullable integers.
+    """
     columns = {}
     for name, column in zip(batch.schema.names, batch.columns):
         kind = column.type
@@ -598,12 +732,12 @@ def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
             continue
         if pa.types.is_decimal(kind):
             column = column.cast(pa.float64())
-        elif pa.types.is_date(kind):
+        elif pa.types.is_date(kind) or (pa.types.is_integer(kind) and name in TEXT_FIELDS[source]):
             column = column.cast(pa.string())
         columns[name] = column
     if not columns:
         return pd.DataFrame(index=range(batch.num_rows))
-    frame = pa.table(columns).to_pandas()
+    frame = pa.table(columns).to_pandas(types_mapper=_NULLABLE_INTEGERS.get)
     for name, column in columns.items():
         if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
             # pandas would take a delivered NaN for an absent value (a null): keep them apart, as for NDJSON.
@@ -612,3 +746,15 @@ def _parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
             values[nan] = JsonNonFinite("NaN")
             frame[name] = values
     return frame
+
+
+_NULLABLE_INTEGERS = {
+    pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(), pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+}
+
+
+def _row_json(row: dict) -> str:
+    """A Parquet row as JSON text for the quarantine, its nulls (None, NaN, pandas' NA) as `null`."""
+    absent = {name: value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) for name, value in row.items()}
+    return json.dumps({name: None if absent[name] else value for name, value in row.items()}, default=str, ensure_ascii=False)

@@ -9,9 +9,8 @@ Rules (the README's data contract):
 * `revenue` = price × quantity for purchases, 0 for every other event.
 * Text holds no NUL character, and `event_id` / `customer_id` are at most `MAX_ID_LENGTH`
   characters: PostgreSQL could not store or index them, so both warehouses refuse them alike.
-* A legacy transaction is a purchase of one unit at `transaction_amount`; its id is
-  `txn-<digest of the file name>-<record number>`, stable across reruns and distinct for
-  identical rows.
+* A legacy transaction is a purchase of one unit at `transaction_amount`; its id comes from
+  its content as stored, never from the file's name or the row's place: see `transaction_ids`.
 """
 
 from __future__ import annotations
@@ -115,21 +114,51 @@ def validate_events(fields: pd.DataFrame) -> pd.DataFrame:
     return _finish(out, stamps, reasons)
 
 
-def transaction_file_digest(source_file: str) -> str:
-    return hashlib.sha1(source_file.encode("utf-8")).hexdigest()[:10]
+def transaction_content_digest(customer_id: str, utc_instant: str, amount: str) -> str:
+    """The 16 hex digits of a legacy transaction's content, its id's middle part.
+
+    SHA-1 of `customer_id` (trimmed, as stored), the UTC instant (`2025-01-05T00:00:00.000000`)
+    and the amount as stored (Python's `repr` of the float: `19.99`), joined by U+001F; an absent
+    value (in a row that is refused anyway) is empty. Only the customer id can hold U+001F, and
+    it comes first, so two different contents never join to the same text.
+    """
+    text = f"{customer_id}\x1f{utc_instant}\x1f{amount}"
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def validate_transactions(fields: pd.DataFrame, source_file: str, record_numbers: np.ndarray) -> pd.DataFrame:
-    """Legacy transaction rows as purchase events (same columns as `validate_events`)."""
+def transaction_ids(customer: pd.Series, stamps: pd.Series, amount: pd.Series, copies: dict[str, int]) -> pd.Series:
+    """`txn-<content digest>-<k>`: the k-th row of that same content in its file.
+
+    A till file carries no ids. Deriving one from the content lets the same file delivered again
+    under another name (`till_2025-01 (1).csv`) be recognised as a redelivery (same id, same
+    content: a duplicate), while identical rows within one file stay distinct purchases (k = 1,
+    2, ...). `copies` counts each content seen so far in the file: the caller passes the same
+    dict for every chunk of a file, and a new one per file.
+    """
+    instants = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").fillna("")
+    amounts = amount.astype(object).map(lambda value: repr(float(value)), na_action="ignore").fillna("")
+    ids = []
+    for customer_id, instant, shown_amount in zip(customer.fillna(""), instants, amounts):
+        digest = transaction_content_digest(customer_id, instant, shown_amount)
+        copies[digest] = copies.get(digest, 0) + 1
+        ids.append(f"txn-{digest}-{copies[digest]}")
+    return pd.Series(ids, index=customer.index, dtype="string")
+
+
+def validate_transactions(fields: pd.DataFrame, copies: dict[str, int] | None = None) -> pd.DataFrame:
+    """Legacy transaction rows as purchase events (same columns as `validate_events`).
+
+    `copies`: the contents counted so far in this file (see `transaction_ids`); None for a chunk
+    that is a whole file.
+    """
     reasons = Reasons(fields.index)
     out = pd.DataFrame(index=fields.index)
-    digest = transaction_file_digest(source_file)
-    out["event_id"] = pd.Series([f"txn-{digest}-{n}" for n in record_numbers], index=fields.index, dtype="string")
     out["customer_id"] = _required_text(fields, "customer_id", reasons, max_length=MAX_ID_LENGTH)
     out["event_type"] = pd.Series(PURCHASE, index=fields.index, dtype="string")
     stamps = _timestamp(fields, "transaction_date", reasons)
     amount, present = _amount(field_values(fields, "transaction_amount"), "transaction_amount", reasons)
     reasons.add(~present, "missing transaction_amount")
+    out["event_id"] = transaction_ids(out["customer_id"], stamps, amount, {} if copies is None else copies)
     for name in OPTIONAL_TEXT:
         out[name] = pd.Series(pd.NA, index=fields.index, dtype="string")
     out["price"] = amount

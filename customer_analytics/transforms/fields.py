@@ -87,6 +87,13 @@ class _Message:
         return out
 
 
+# Zero-width characters an editor or a web form leaves at the ends of a pasted id: invisible, so an id
+# carrying one would stay apart from the same id without it. They are trimmed like whitespace.
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+# What is trimmed from the ends of text: Python's whitespace (as `str.strip`: a no-break space too) and those.
+TRIMMED = "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + ZERO_WIDTH
+
+
 def _is_text_or_number(value) -> bool:
     return value is None or isinstance(value, str) or (isinstance(value, numbers.Number) and not isinstance(value, bool))
 
@@ -105,7 +112,7 @@ def text_column(values: pd.Series) -> tuple[pd.Series, pd.Series]:
             text = values.astype("string")
     if isinstance(text.array, pd.arrays.ArrowStringArray):  # pandas' "string" with pyarrow: trimmed in Arrow
         return pd.Series(pd.arrays.ArrowStringArray(_trimmed(text.array.__arrow_array__())), index=text.index), wrong_type
-    text = text.str.strip()
+    text = text.str.strip(TRIMMED)
     text = text.mask(text == "")
     return text, wrong_type
 
@@ -142,7 +149,7 @@ def _may_be_space(edge_bytes: np.ndarray) -> bool:
 
 
 def _trimmed(strings: pa.ChunkedArray) -> pa.ChunkedArray:
-    """`strings` with surrounding whitespace trimmed and blank values null (as `str.strip` and a mask would).
+    """`strings` with surrounding whitespace and zero-width characters trimmed (`TRIMMED`) and blank values null.
 
     Looking at each value's first and last byte is far cheaper than trimming: a clean column (the
     usual case) is not rewritten.
@@ -159,7 +166,7 @@ def _trimmed(strings: pa.ChunkedArray) -> pa.ChunkedArray:
             starts, ends = offsets[:-1], offsets[1:]
             # An empty value's "first byte" is its neighbour's (or clipped): at worst a needless trim, never a missed one.
             if _may_be_space(np.take(text, starts, mode="clip")) or _may_be_space(np.take(text, ends - 1, mode="clip")):
-                chunk = pc.utf8_trim_whitespace(chunk)
+                chunk = pc.utf8_trim(chunk, characters=TRIMMED)
                 offsets, _ = text_buffers(chunk)
         blank = offsets[1:] == offsets[:-1]
         if chunk.null_count:

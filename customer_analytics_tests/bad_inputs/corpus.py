@@ -135,12 +135,16 @@ def write_corpus(root: str | Path, cases: list[Case] | None = None) -> list[Case
 
 
 # -- what a valid record must be stored as (the README's rules) ---------------------------
+# README: text is trimmed of whitespace (a no-break space too) and of zero-width characters at its ends.
+_TRIMMED = "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + "\u200b\u200c\u200d\u2060\ufeff"
+
+
 def _text(value):
     if value is None:
         return None
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    text = str(value).strip()
+    text = str(value).strip(_TRIMMED)
     return text or None
 
 
@@ -153,9 +157,15 @@ def _utc(value) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def txn_id(file: str, record: int) -> str:
-    # README: txn-<digest of its file name>-<record number>; the digest is the file name's SHA-1, shortened.
-    return f"txn-{hashlib.sha1(file.encode('utf-8')).hexdigest()[:10]}-{record}"
+def txn_content(record: dict) -> str:
+    """README: a legacy transaction's content as stored: customer id, UTC instant and amount, joined by U+001F."""
+    instant = _utc(record["transaction_date"]).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return f"{_text(record['customer_id'])}\x1f{instant}\x1f{_number(record['transaction_amount'])!r}"
+
+
+def txn_id(record: dict, occurrence: int) -> str:
+    # README: txn-<SHA-1 of its content, 16 hex digits>-<k>, the k-th row of that content in its file.
+    return f"txn-{hashlib.sha1(txn_content(record).encode('utf-8')).hexdigest()[:16]}-{occurrence}"
 
 
 def expected_event(record: dict, file: str, number: int, **overrides) -> dict:
@@ -176,10 +186,10 @@ def expected_event(record: dict, file: str, number: int, **overrides) -> dict:
     return values
 
 
-def expected_transaction(record: dict, file: str, number: int, **overrides) -> dict:
+def expected_transaction(record: dict, file: str, number: int, occurrence: int = 1, **overrides) -> dict:
     amount = _number(record["transaction_amount"])
     values = {
-        "event_id": txn_id(file, number), "customer_id": _text(record["customer_id"]), "event_type": "purchase",
+        "event_id": txn_id(record, occurrence), "customer_id": _text(record["customer_id"]), "event_type": "purchase",
         "event_timestamp": _utc(record["transaction_date"]), "price": amount, "quantity": 1, "revenue": amount,
         "source": "transactions", "source_file": file, "source_record": number,
     }
@@ -192,12 +202,27 @@ class _File:
     def __init__(self, case: Case, name: str, fmt: str, source: str):
         self.case, self.name, self.source = case, name, source
         self.stored = stored_name(name)
+        self.copies: dict[str, int] = {}  # legacy contents so far in this file: their ids count them
         case.formats.add(fmt)
         case.files[name] = self.build
 
+    def _copy_number(self, record: dict) -> int:
+        """The k of a legacy row: how many rows of its content this file holds up to it."""
+        content = txn_content(record)
+        self.copies[content] = self.copies.get(content, 0) + 1
+        return self.copies[content]
+
     def _expect_loaded(self, record: dict, number: int, overrides: dict) -> None:
-        expected = expected_transaction if self.source == "transactions" else expected_event
-        self.case.loaded.append(Loaded(self.stored, number, expected(record, self.stored, number, **overrides)))
+        if self.source == "transactions":
+            values = expected_transaction(record, self.stored, number, self._copy_number(record), **overrides)
+        else:
+            values = expected_event(record, self.stored, number, **overrides)
+        self.case.loaded.append(Loaded(self.stored, number, values))
+
+    def _expect_duplicate(self, record: dict) -> None:
+        if self.source == "transactions":
+            self._copy_number(record)  # a redelivered row still counts among its file's copies
+        self.case.duplicates += 1
 
     def _expect_rejected(self, number: int, reason: str, raw: str | None) -> None:
         self.case.quarantined.append(Quarantined(self.stored, number, reason, raw))
@@ -245,7 +270,7 @@ class Ndjson(_File):
 
     def dup(self, record: dict, line: str | None = None) -> Ndjson:
         self._add(line if line is not None else record)
-        self.case.duplicates += 1
+        self._expect_duplicate(record)
         return self
 
     def other_month(self, record: dict) -> Ndjson:
@@ -312,7 +337,7 @@ class Csv(_File):
 
     def dup(self, record: dict) -> Csv:
         self._add(record)
-        self.case.duplicates += 1
+        self._expect_duplicate(record)
         return self
 
     def blank(self) -> Csv:
@@ -346,7 +371,7 @@ class Parquet(_File):
 
     def dup(self, record: dict) -> Parquet:
         self.rows.append(record)
-        self.case.duplicates += 1
+        self._expect_duplicate(record)
         return self
 
     def build(self) -> bytes:
@@ -834,6 +859,21 @@ def _duplicates() -> None:
     f.good(txn("identical_legacy_rows-c1", "2025-01-05", "5.25"))
     f.good(txn("identical_legacy_rows-c1", "2025-01-05", "5.25"))
 
+    c = case("legacy_redelivered_under_another_name", ("duplicates", "legacy_redeliveries"),
+             "a till file delivered again as 'till (1).csv': its rows are recognised by content and counted as duplicates, "
+             "a row only the second copy holds (or one more identical row than the first had) loads")
+    rows = [txn("legacy_redelivered-c1", "2025-01-05", "5.25"), txn("legacy_redelivered-c1", "2025-01-05", "5.25"),
+            txn("legacy_redelivered-c2", "2025-01-06 09:30:00", "12")]
+    # Landing order is by path, and ' ' sorts before '.': the copy named "(1)" is the first delivery.
+    f = Csv(c, "transactions/legacy_redelivered_under_another_name/till_2025-01 (1).csv", TXN_FIELDS, source="transactions")
+    for row in rows:
+        f.good(row)
+    f = Csv(c, "transactions/legacy_redelivered_under_another_name/till_2025-01.csv", TXN_FIELDS, source="transactions")
+    f.dup(rows[0])
+    f.dup(rows[1])
+    f.dup({**rows[2], "transaction_date": "2025-01-06T10:30:00+01:00", "transaction_amount": "12.00"})  # the same, respelled
+    f.good(rows[0])  # a third identical row: the first copy had two
+
 
 def _unstorable_text() -> None:
     c = case("nul_characters", ("nul_characters",), "NUL characters, which PostgreSQL text cannot hold: refused on every warehouse")
@@ -907,6 +947,74 @@ def _valid_edge_cases() -> None:
     Ndjson(c, name).good(event("valid_edge_cases-8"))
 
 
+def _landing_formats() -> None:
+    """Issue 35.10: line endings, header and key spelling, invisible padding, integers beyond float64."""
+    c = case("cr_line_endings", ("line_endings",), "NDJSON and CSV whose lines end with CR alone (an old Mac export): "
+             "read line by line, numbered as an editor shows them")
+    f = Ndjson(c, "events/cr_line_endings/a.ndjson", newline=b"\r")
+    f.good(event("cr_line_endings-1"))
+    f.bad('{"event_id": "cr_line_endings-x1", broken', "malformed JSON")
+    f.blank()
+    f.good(event("cr_line_endings-2", price=3.0, quantity=1))
+    f = Ndjson(c, "events/cr_line_endings/b.ndjson.gz", newline=b"\r", final_newline=False)
+    f.good(event("cr_line_endings-3"))
+    f.good(event("cr_line_endings-4", event_type="page_view", price=None, quantity=None))
+    f = Csv(c, "events/cr_line_endings/c.csv", newline="\r")
+    f.good(_as_text(event("cr_line_endings-5")))
+    f.bad("cr_line_endings-x2,c1,purchase", "CSV row has 3 fields, the header has 14")
+    f.good(_as_text(event("cr_line_endings-6")))
+
+    c = case("header_spelling", ("headers", "key_case"), "CSV headers and NDJSON keys in another case (`Event_ID`) name "
+             "their fields; a CSV header naming a field twice refuses the file rather than read either column")
+    f = Csv(c, "events/header_spelling/upper.csv", header_line=",".join(name.upper() for name in EVENT_FIELDS))
+    f.good(_as_text(event("header_spelling-1", country="FR")))
+    f = Csv(c, "transactions/header_spelling/till.csv", TXN_FIELDS, source="transactions",
+            header_line=" Customer_ID ,Transaction_Date,TRANSACTION_AMOUNT")
+    f.good(txn("header_spelling-c1"))
+    header = ",".join(EVENT_FIELDS) + ",Event_ID\n"
+    raw_file(c, "events/header_spelling/twice.csv", (header + f"header_spelling-x1,c1,purchase,2025-01-10 10:00:00,,,,,1,1,,,,,"
+                                                     "header_spelling-x2\n").encode(),
+             "csv", unreadable="names the column 'event_id' 2 times ('event_id', 'Event_ID')")
+    f = Ndjson(c, "events/header_spelling/keys.ndjson")
+    for number in (2, 3):  # the whole block spells its keys one way: the fast path reads them
+        record = event(f"header_spelling-{number}", country="DE")
+        f.good(record, line=json.dumps({key.title(): value for key, value in record.items()}))
+    f = Ndjson(c, "events/header_spelling/mixed.ndjson")
+    record = event("header_spelling-4", page_url="https://shop.example/p")
+    f.good(record, line=json.dumps({**{key.upper(): value for key, value in record.items()}, "event_id": "header_spelling-4"}))
+    # The exact spelling wins over another (as the last of repeated JSON keys does among equals).
+    f.good(event("header_spelling-5"), line=json.dumps({**event("header_spelling-5"), "PRICE": 99.0}))
+    f.bad('{"Event_ID": "header_spelling-x3", broken', "malformed JSON")  # a bad line: the exact reader, keys matched the same
+
+    c = case("zero_width", ("zero_width",), "zero-width characters (U+200B, U+200C, U+200D, U+2060, U+FEFF) at the ends "
+             "of ids and text are trimmed like whitespace: the id without them is the same event")
+    f = Ndjson(c, "events/zero_width/a.ndjson")
+    f.good(event("zero_width-1\u200b", "\ufeffc1\u2060", country="\u200cFR\u200d"))
+    f.dup(event("zero_width-1", "c1", country="FR"))
+    f.good(event("\u00a0\u200bzero_width-2 \u200b", "c2"))
+    f.bad(event("\u200b\u200c", "c3"), "missing event_id")
+    f = Csv(c, "events/zero_width/b.csv")
+    f.good(_as_text(event("zero_width-3\u200b", "c\u200b3")))
+    f = Csv(c, "transactions/zero_width/till.csv", TXN_FIELDS, source="transactions")
+    f.good(txn("\u2060zero_width-c1"))
+
+    c = case("exact_integers", ("exact_integers", "wrong_types"), "Parquet integer ids above 2**53 with a null in the "
+             "column: exact, never through float64 (which would merge 2**53+1 and 2**53+2)")
+    big = 2**53
+    f = Parquet(c, "events/exact_integers/a.parquet", _schema(event_id=pa.int64(), customer_id=pa.int64(), quantity=pa.int64()))
+    f.good(event(big + 1, big + 1))
+    f.good(event(big + 2, big + 2, quantity=None))
+    f.bad(event(None, big + 3), "missing event_id")
+    f.bad(event(big + 4, None), "missing customer_id")
+    f = Parquet(c, "transactions/exact_integers/till.parquet", pa.schema(
+        [("customer_id", pa.uint64()), ("transaction_date", pa.string()), ("transaction_amount", pa.float64())]),
+        source="transactions")
+    f.good(txn(big + 1, amount=5.0))
+    f.good(txn(big + 2, amount=5.0))
+    f.bad(txn(None, amount=5.0), "missing customer_id")
+
+
+_landing_formats()
 _malformed_lines()
 _wrong_types()
 _missing_fields()

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -97,6 +98,61 @@ def test_list_files_is_recursive_sorted_by_relative_path_and_ignores_dotfiles(tm
     assert all(f.size == 1 for f in files)
     assert [f.name for f in list_files(tmp_path, "events")] == [f.name for f in files]  # stable
     assert [f.name for f in list_files(tmp_path, "transactions")] == ["transactions/t.csv"]
+
+
+def test_a_symlinked_sub_folder_is_read_under_the_link_name(tmp_path):
+    landing_root, archive = tmp_path / "landing", tmp_path / "archive"
+    put(landing_root, "events/2024/a.ndjson", event("e1"))
+    put(archive, "2025/b.ndjson", event("e2"))
+    put(archive, "2025/sub/c.ndjson", event("e3"))
+    (landing_root / "events" / "2025").symlink_to(archive / "2025", target_is_directory=True)
+
+    files = list_files(landing_root, "events")
+
+    assert [f.name for f in files] == ["events/2024/a.ndjson", "events/2025/b.ndjson", "events/2025/sub/c.ndjson"]
+    assert all(f.problem is None and f.size > 0 for f in files)
+    assert [number for number, _ in records_of(read_records(files[1]))] == [1]
+
+
+def test_a_symlink_loop_ends_and_lists_each_file_once(tmp_path):
+    put(tmp_path, "events/top.ndjson", event("e1"))
+    put(tmp_path, "events/a/x.ndjson", event("e2"))
+    (tmp_path / "events" / "a" / "loop").symlink_to("..", target_is_directory=True)  # back up to events/
+    (tmp_path / "events" / "again").symlink_to("a", target_is_directory=True)  # a second way into a/
+
+    names = [f.name for f in list_files(tmp_path, "events")]
+
+    assert names == ["events/a/x.ndjson", "events/top.ndjson"]
+
+
+def test_a_dangling_symlink_is_listed_as_unreadable_not_dropped(tmp_path):
+    put(tmp_path, "events/a.ndjson", event("e1"))
+    (tmp_path / "events" / "b.ndjson").symlink_to(tmp_path / "gone.ndjson")
+    (tmp_path / "events" / ".c.ndjson").symlink_to(tmp_path / "gone.ndjson")  # dot names stay ignored
+
+    files = list_files(tmp_path, "events")
+
+    assert [(f.name, f.problem is None) for f in files] == [("events/a.ndjson", True), ("events/b.ndjson", False)]
+    assert "gone.ndjson" in files[1].problem and "does not exist" in files[1].problem
+    with pytest.raises(UnreadableFile, match="symbolic link to nothing"):
+        list(read_records(files[1]))
+
+
+def test_a_folder_that_cannot_be_listed_is_listed_as_unreadable(tmp_path, monkeypatch):
+    put(tmp_path, "events/a.ndjson", event("e1"))
+    put(tmp_path, "events/locked/b.ndjson", event("e2"))
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # as root, a chmod 000 folder is still readable
+    files = list_files(tmp_path, "events")
+
+    assert [f.name for f in files] == ["events/a.ndjson", "events/locked"]
+    assert "could not be listed: Permission denied" in files[1].problem
 
 
 def test_list_files_of_a_missing_source_folder_is_empty(tmp_path):
@@ -254,6 +310,38 @@ def test_crlf_line_endings(tmp_path):
     chunks = read(tmp_path, "events/a.ndjson", text)
     assert [(n, r["event_id"]) for n, r in records_of(chunks)] == [(1, "a"), (3, "b")]
     assert chunks[0].raw_text(np.array([0, 1])) == [event("a"), event("b")]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_cr_only_line_endings_are_lines(tmp_path, gz):
+    text = (event("e1") + "\r\r" + '{"event_id": broken' + "\r" + event("e2") + "\r").encode()
+    chunks = read(tmp_path, "events/a.ndjson" + (".gz" if gz else ""), gzip.compress(text) if gz else text)
+    assert [(n, r["event_id"]) for n, r in records_of(chunks)] == [(1, "e1"), (4, "e2")]
+    assert [(e.record_number, e.raw_record) for c in chunks for e in c.errors] == [(3, '{"event_id": broken')]
+
+
+def test_cr_only_line_endings_across_chunks_keep_their_numbers(tmp_path):
+    lines = [event(f"e{i}", customer_id="c" * (i % 7)) for i in range(40)]
+    chunks = read(tmp_path, "events/a.ndjson", "\r".join(lines), chunk_bytes=64)
+    assert [(n, r["event_id"]) for n, r in records_of(chunks)] == [(i + 1, f"e{i}") for i in range(40)]
+
+
+def test_ndjson_keys_in_another_case_are_read_on_the_fast_path(tmp_path, monkeypatch):
+    def no_slow_path(*args, **kwargs):
+        raise AssertionError("keys spelled one way in a block must not need the exact reader")
+
+    monkeypatch.setattr(landing, "_ndjson_slow", no_slow_path)
+    text = "".join(json.dumps({"Event_ID": f"e{i}", "CUSTOMER_ID": "c1", "Price": i}) + "\n" for i in range(3))
+    text += json.dumps({"event_id": "e3", "Event_ID": "ignored", "price": 1.5}) + "\n"  # the exact spelling wins
+    records = records_of(read(tmp_path, "events/a.ndjson", text))
+    assert [(r["event_id"], r["customer_id"], r["price"]) for _, r in records] == [
+        ("e0", "c1", 0), ("e1", "c1", 1), ("e2", "c1", 2), ("e3", None, 1.5)]
+
+
+def test_ndjson_keys_in_another_case_are_read_on_the_exact_path_too(tmp_path):
+    text = json.dumps({"EVENT_ID": "e1", "Quantity": 2}) + "\n" + "{broken\n" + json.dumps({"event_ID": "e2"}) + "\n"
+    records = records_of(read(tmp_path, "events/a.ndjson", text))
+    assert [(n, r["event_id"], r["quantity"]) for n, r in records] == [(1, "e1", 2), (3, "e2", None)]
 
 
 def test_last_line_without_newline_is_read(tmp_path):
@@ -593,6 +681,23 @@ def test_csv_header_names_are_trimmed(tmp_path):
     assert list(chunks[0].fields.columns) == ["event_id", "price"]
 
 
+def test_csv_header_names_match_without_regard_to_case(tmp_path):
+    chunks = read(tmp_path, "events/a.csv", "Event_ID,PRICE,Notes\ne1,2,x\n")
+    assert list(chunks[0].fields.columns) == ["event_id", "price", "Notes"]  # a column outside the contract keeps its name
+
+
+@pytest.mark.parametrize("header, named", [("event_id,price,Event_ID", "'event_id' 2 times ('event_id', 'Event_ID')"),
+                                           ("price, Price ,PRICE,event_id", "'price' 3 times")])
+def test_csv_header_naming_a_field_twice_is_unreadable(tmp_path, header, named):
+    with pytest.raises(UnreadableFile, match=re.escape(named)):
+        read(tmp_path, "events/a.csv", header + "\n" + ",".join(["1"] * len(header.split(","))) + "\n")
+
+
+def test_csv_repeated_names_outside_the_contract_are_harmless(tmp_path):
+    chunks = read(tmp_path, "events/a.csv", "event_id,,,note,note\ne1,,,a,b\n")
+    assert records_of(chunks)[0][1]["event_id"] == "e1"
+
+
 def test_csv_invalid_utf8_row_is_refused_and_the_next_kept(tmp_path):
     chunks = read(tmp_path, "events/a.csv", b"event_id,price\ne1,\xff\ne2,3\n")
     assert records_of(chunks) == [(3, {"event_id": "e2", "price": "3"})]
@@ -663,6 +768,27 @@ def test_parquet_typed_columns_and_row_numbers(tmp_path):
     assert reasons_of(validated) == [None, None, "missing event_timestamp"]
 
 
+def test_parquet_integer_ids_with_a_null_stay_exact_above_two_to_the_53(tmp_path):
+    big = 2**53  # float64 holds 2**53 + 1 as 2**53: through a float, these ids would merge
+    table = pa.table({
+        "event_id": pa.array([big + 1, big + 2, None], pa.int64()),
+        "customer_id": pa.array([big + 1, None, 2**64 - 1], pa.uint64()),
+        "event_type": ["view", "view", "view"], "event_timestamp": ["2025-01-10 10:00:00"] * 3,
+        "quantity": pa.array([big + 1, None, 3], pa.int64()),
+    })
+    chunks = read(tmp_path, "events/a.parquet", _parquet_bytes(table))
+    fields = chunks[0].fields
+    assert fields["event_id"].tolist()[:2] == [str(big + 1), str(big + 2)] and pd.isna(fields["event_id"].iloc[2])
+    assert fields["customer_id"].iloc[0] == str(big + 1) and fields["customer_id"].iloc[2] == str(2**64 - 1)
+    assert str(fields["quantity"].dtype) == "Int64" and fields["quantity"].iloc[0] == big + 1  # never float64
+    validated = validate_events(fields)
+    assert validated["event_id"].tolist()[:2] == ["9007199254740993", "9007199254740994"]
+    assert reasons_of(validated)[1:] == ["missing customer_id", "missing event_id"]
+    assert "quantity 9007199254740993 is above" in reasons_of(validated)[0]  # the value as delivered
+    raw = json.loads(chunks[0].raw_text(np.array([1]))[0])
+    assert raw["event_id"] == str(big + 2) and raw["customer_id"] is None and raw["quantity"] is None
+
+
 def test_parquet_timestamp_with_a_zone_is_converted_to_utc(tmp_path):
     table = pa.table({
         "event_id": ["e1"], "customer_id": ["c"], "event_type": ["view"],
@@ -690,7 +816,7 @@ def test_gzipped_parquet_round_trip(tmp_path):
 def test_parquet_raw_text_is_the_row_as_json(tmp_path):
     chunks = read(tmp_path, "events/a.parquet", _parquet_bytes(typed_events_table()))
     first = json.loads(chunks[0].raw_text(np.array([0]))[0])
-    assert first["event_id"] == "e1" and first["customer_id"] == 101 and first["price"] == 10.5
+    assert first["event_id"] == "e1" and first["customer_id"] == "101" and first["price"] == 10.5  # an id as its text
     assert first["event_timestamp"].startswith("2023-06-15 14:30:45")
 
 

@@ -282,7 +282,7 @@ def test_parquet_date_column_is_a_valid_transaction_date(tmp_path):
         "customer_id": ["c1"], "transaction_date": pa.array([date(2023, 6, 15)], pa.date32()),
         "transaction_amount": [5.0],
     }))
-    out = validate_transactions(chunk.fields, "transactions/typed.parquet", chunk.record_numbers)
+    out = validate_transactions(chunk.fields)
     assert reasons_of(out) == [None]
     assert out["event_timestamp"].tolist() == [pd.Timestamp("2023-06-15", tz="UTC")]
 
@@ -292,7 +292,7 @@ def test_parquet_timestamp_column_is_a_valid_transaction_date(tmp_path):
         "customer_id": ["c1"], "transaction_date": pa.array([datetime(2023, 6, 15, 9, 0)], pa.timestamp("s")),
         "transaction_amount": pa.array([5], pa.int64()),
     }))
-    out = validate_transactions(chunk.fields, "transactions/typed.parquet", chunk.record_numbers)
+    out = validate_transactions(chunk.fields)
     assert reasons_of(out) == [None]
     assert out["event_timestamp"].tolist() == [pd.Timestamp("2023-06-15 09:00", tz="UTC")]
     assert out["revenue"].tolist() == [5.0]
@@ -302,13 +302,14 @@ def test_parquet_timestamp_column_is_a_valid_transaction_date(tmp_path):
 TXN_FIELDS = ("customer_id", "transaction_date", "transaction_amount")
 
 
-def transactions(rows: list[dict], source_file="transactions/2023/june.csv", numbers=None) -> pd.DataFrame:
-    numbers = np.arange(2, len(rows) + 2, dtype=np.int64) if numbers is None else np.asarray(numbers, np.int64)
-    return validate_transactions(frame(rows, TXN_FIELDS), source_file, numbers)
+def transactions(rows: list[dict], copies=None) -> pd.DataFrame:
+    return validate_transactions(frame(rows, TXN_FIELDS), copies)
 
 
-def digest(name: str) -> str:
-    return hashlib.sha1(name.encode("utf-8")).hexdigest()[:10]
+def txn_id(customer_id: str, utc_instant: str, amount: float, k: int) -> str:
+    """The README's rule, written out: txn-<SHA-1 of customer, UTC instant and amount, 16 hex digits>-<k>."""
+    text = f"{customer_id}\x1f{utc_instant}\x1f{amount!r}"
+    return f"txn-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:16]}-{k}"
 
 
 def test_transaction_is_a_one_unit_purchase_of_the_amount():
@@ -324,18 +325,27 @@ def test_transaction_is_a_one_unit_purchase_of_the_amount():
     assert pd.isna(row["session_id"])
 
 
-def test_transaction_ids_are_deterministic_and_distinct_for_identical_rows():
+def test_transaction_ids_come_from_the_content_and_count_identical_rows():
     same = {"customer_id": "c1", "transaction_date": "2023-06-15", "transaction_amount": 10}
-    name = "transactions/2023/june.csv"
-    first = transactions([same, same, same], name, numbers=[2, 3, 5])
-    again = transactions([same, same, same], name, numbers=[2, 3, 5])
+    other = {"customer_id": "c2", "transaction_date": "2023-06-15T02:00:00+02:00", "transaction_amount": "19.990"}
+    first = transactions([same, other, same, same])
     ids = first["event_id"].tolist()
-    assert ids == [f"txn-{digest(name)}-2", f"txn-{digest(name)}-3", f"txn-{digest(name)}-5"]
-    assert again["event_id"].tolist() == ids
-    assert reasons_of(first) == [None, None, None]
-    other = transactions([same], "transactions/2023/july.csv", numbers=[2])
-    assert other["event_id"].iloc[0] != ids[0]
-    assert other["event_id"].iloc[0].endswith("-2")
+    day = "2023-06-15T00:00:00.000000"  # both dates, in UTC
+    assert ids == [txn_id("c1", day, 10.0, 1), txn_id("c2", day, 19.99, 1), txn_id("c1", day, 10.0, 2), txn_id("c1", day, 10.0, 3)]
+    assert transactions([same, other, same, same])["event_id"].tolist() == ids  # stable across runs
+    assert reasons_of(first) == [None] * 4
+    # Written differently, the same content as stored: the same id (a redelivery, not a new purchase).
+    respelled = {"customer_id": " c1 ", "transaction_date": "2023-06-15 00:00:00", "transaction_amount": "10.00"}
+    assert transactions([respelled])["event_id"].tolist() == ids[:1]
+    assert transactions([{**same, "transaction_amount": 11}])["event_id"].iloc[0] != ids[0]
+
+
+def test_transaction_copies_carry_from_chunk_to_chunk_of_one_file():
+    same = {"customer_id": "c1", "transaction_date": "2023-06-15", "transaction_amount": 10}
+    copies: dict[str, int] = {}
+    first, second = transactions([same, same], copies), transactions([same], copies)
+    assert [i.rsplit("-", 1)[1] for i in [*first["event_id"], *second["event_id"]]] == ["1", "2", "3"]
+    assert transactions([same])["event_id"].iloc[0] == first["event_id"].iloc[0]  # a new file counts afresh
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,25 @@ def test_text_column_arrow_path_matches_pandas_strip_over_sliced_chunks(items, c
     assert values(text) == values(expected)
 
 
+ZW = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"]
+
+
+@pytest.mark.parametrize("as_arrow", [True, False], ids=["arrow", "object"])
+def test_zero_width_characters_at_the_ends_are_trimmed_like_whitespace(as_arrow):
+    items = [f"{z}id-1" for z in ZW] + [f"id-1{z}" for z in ZW] + ["\u00a0\u200b id-1 \ufeff\u00a0", "\u200b\u2060", "id\u200b-1"]
+    series = arrow_text(items) if as_arrow else pd.Series(items, dtype=object)
+    text, _ = text_column(series)
+    assert values(text) == ["id-1"] * 11 + [None, "id\u200b-1"]  # inside the text it is kept: not at an end
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=" \t\u00a0\u200b\ufeff\u2060ab\u00e9", max_size=6)), max_size=12))
+def test_text_column_arrow_and_object_paths_trim_alike(items):
+    arrow, _ = text_column(arrow_text(items))
+    plain, _ = text_column(pd.Series(items, dtype=object))
+    assert values(arrow) == values(plain)
+
+
 def test_longer_than_counts_characters_not_bytes():
     items = ["a" * 5, "a" * 6, "é" * 5, "é" * 6, "😀" * 5, None, ""]
     expected = [False, True, False, True, False, False, False]
