@@ -28,8 +28,11 @@ from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.quality import (
     CLOCK_SKEW_TOLERANCE,
     clv_model_quality as measure_clv_model_quality,
+    OUTLIER_CANDIDATES,
+    OUTLIER_FACTOR,
     duplicate_event_ids,
     event_timestamp_bounds,
+    revenue_outliers,
 )
 from customer_analytics.resources import WarehouseResource
 
@@ -39,9 +42,9 @@ _TOLERANCE_TEXT = f"{CLOCK_SKEW_TOLERANCE.total_seconds() / 3600:g} hour"
 @dg.asset_check(asset="raw_events", partitions_def=monthly_partitions, blocking=True)
 def no_duplicate_event_ids(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     """Fails (blocking) when an event_id of the month is stored twice: twice within the month, or
-    also under another month. raw_events' key is (event_month, event_id), so the same id delivered
-    with timestamps in two months is loaded by both months; such a purchase counts twice downstream.
-    Metadata: counts and a few example ids with the other months holding them."""
+    also under another month, naming example ids. Loads keep an id in one month only (the first
+    delivery in landing order; see raw_events_loads), so this guards that rule: a failure means
+    rows written outside the pipeline's loads. Metadata: counts and example ids with the other months holding them."""
     found = duplicate_event_ids(warehouse.get(), partition_month(context.partition_key))
     examples = pd.DataFrame(found.cross_month_examples + found.within_month_examples)
     return dg.AssetCheckResult(
@@ -49,7 +52,7 @@ def no_duplicate_event_ids(context: dg.AssetCheckExecutionContext, warehouse: Wa
         severity=dg.AssetCheckSeverity.ERROR,
         description=None if found.passed else (
             f"{found.cross_month_ids:,} event id(s) of {context.partition_key} also stored under another month, "
-            f"{found.within_month_ids:,} stored twice within it"),
+            f"{found.within_month_ids:,} stored twice within it, e.g. {', '.join(map(repr, found.example_ids))}"),
         metadata={
             "within_month_duplicate_ids": found.within_month_ids,
             "cross_month_duplicate_ids": found.cross_month_ids,
@@ -127,4 +130,31 @@ def clv_model_quality(context: dg.AssetCheckExecutionContext, warehouse: Warehou
     )
 
 
-all_asset_checks = [no_duplicate_event_ids, no_events_beyond_as_of, clv_model_quality]
+@dg.asset_check(asset="raw_events", partitions_def=monthly_partitions, blocking=False)
+def no_revenue_outliers(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """Warns when a purchase of the month is more than 1,000 times the month's mean purchase (the
+    mean without its 10 largest): a till typo such as 9,999,999,999 dominates every average. Not
+    capped: the rows stay as delivered; correct the landing file and rerun the month if it is a typo."""
+    found = revenue_outliers(warehouse.get(), partition_month(context.partition_key))
+    first = found.outliers[0] if found.outliers else None
+    return dg.AssetCheckResult(
+        passed=found.passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(f"Too few purchases ({found.purchases:,}) to tell outliers" if found.typical is None else None)
+        if first is None else (
+            f"{len(found.outliers)} purchase(s) above {OUTLIER_FACTOR:,} × the month's mean purchase ({found.typical:,.2f}), "
+            f"{found.outlier_share:.1%} of its revenue; the largest {first['revenue']:,.2f} is {first['event_id']!r} of "
+            f"customer {first['customer_id']!r} ({first['source_file']}, record {first['source_record']}). Kept as "
+            "delivered: if it is a typo, correct the landing file and rerun the month"),
+        metadata={
+            "purchases": found.purchases,
+            "typical_purchase": round(found.typical, 2) if found.typical is not None else None,
+            "factor": OUTLIER_FACTOR,
+            "candidates_checked": OUTLIER_CANDIDATES,
+            "outlier_revenue_share": round(found.outlier_share, 6),
+            "outliers": markdown_table(pd.DataFrame(found.outliers)),
+        },
+    )
+
+
+all_asset_checks = [no_duplicate_event_ids, no_events_beyond_as_of, no_revenue_outliers, clv_model_quality]

@@ -351,6 +351,7 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
             # Under the publish lock: no other month publishes between these reads and this month's commit.
             now = datetime.now(timezone.utc)
             decisions, lost = resolve_redeliveries(replacement, month, month_ids, [f.name for f in files],
+                                                   {_storable(name) for name in report.files_read},
                                                    _manifest_months(manifest, first_month, last_month))
             _quarantine_decisions(replacement, rejects, files, month, decisions, report)
             remove_from_other_months(replacement, decisions, month, now)

@@ -146,6 +146,68 @@ def _month_span(first: date, last: date) -> str:
     return f"{first:%Y-%m}" if first == last else f"{first:%Y-%m} … {last:%Y-%m}"
 
 
+# -- raw_events: purchases that dwarf the month's others ------------------------------------
+
+# A purchase above this many times the month's mean purchase (without its largest ones) is
+# reported: one till typo of 9,999,999,999 would otherwise dominate every average unnoticed.
+# Reported, never capped: the figure may be real (a wholesale order), and a silent cap would hide
+# the typo's row instead of sending someone to fix it.
+OUTLIER_FACTOR = 1000
+OUTLIER_CANDIDATES = 10  # the largest purchases looked at, and left out of the mean they are compared with
+
+PURCHASE_TOTALS_SQL = """
+SELECT COUNT(*) AS purchases, SUM(revenue) AS revenue
+FROM {raw_events} WHERE event_month = :month AND event_type = 'purchase'
+"""
+LARGEST_PURCHASES_SQL = """
+SELECT event_id, customer_id, revenue, source_file, source_record
+FROM {raw_events} WHERE event_month = :month AND event_type = 'purchase'
+ORDER BY revenue DESC, event_id LIMIT :candidates
+"""
+
+
+@dataclass(frozen=True)
+class RevenueOutliers:
+    month: date
+    purchases: int
+    revenue: float
+    typical: float | None  # mean purchase without the largest OUTLIER_CANDIDATES; None when too few purchases
+    outliers: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.outliers
+
+    @property
+    def outlier_share(self) -> float:
+        return sum(o["revenue"] for o in self.outliers) / self.revenue if self.revenue else 0.0
+
+
+def revenue_outliers(warehouse: Warehouse, month: date) -> RevenueOutliers:
+    """The month's purchases above `OUTLIER_FACTOR` times its typical purchase."""
+    raw = warehouse.qualified(raw_events.name)
+    params = warehouse.sql_params({"month": month, "candidates": OUTLIER_CANDIDATES})
+    totals = warehouse.read_frame(PURCHASE_TOTALS_SQL.format(raw_events=raw), params).iloc[0]
+    purchases, revenue = int(totals["purchases"] or 0), float(totals["revenue"] or 0.0)
+    largest = warehouse.read_frame(LARGEST_PURCHASES_SQL.format(raw_events=raw), params)
+    return find_revenue_outliers(month, purchases, revenue, largest)
+
+
+def find_revenue_outliers(month: date, purchases: int, revenue: float, largest: pd.DataFrame) -> RevenueOutliers:
+    """Pure: which of the month's `largest` purchases exceed `OUTLIER_FACTOR` × the mean of the others."""
+    rest = purchases - len(largest)
+    if rest <= 0 or len(largest) < OUTLIER_CANDIDATES:
+        return RevenueOutliers(month, purchases, revenue, None)
+    typical = (revenue - float(largest["revenue"].sum())) / rest
+    limit = OUTLIER_FACTOR * max(typical, 0.0)
+    outliers = [
+        {"event_id": str(r.event_id), "customer_id": str(r.customer_id), "revenue": float(r.revenue),
+         "source_file": str(r.source_file), "source_record": int(r.source_record)}
+        for r in largest.itertuples() if typical > 0 and r.revenue > limit
+    ]
+    return RevenueOutliers(month, purchases, revenue, typical, outliers)
+
+
 # -- raw_events: timestamps after as_of, or outside the partition month ----------------------
 
 TIMESTAMP_BOUNDS_SQL = """

@@ -27,6 +27,7 @@ from customer_analytics.resources.tables import (
     customer_rfm,
     rfm_segment_map,
 )
+from customer_analytics.resources.warehouse import Warehouse
 from customer_analytics.summaries import summarize_month
 from customer_analytics.transforms.clv_scores import ClvSettings
 from customer_analytics.transforms.rfm import DEFAULT_SEGMENT_MAP, rfm_table
@@ -228,8 +229,11 @@ def test_segments_follow_customers_from_month_to_month(warehouse, shop):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 58), st.integers(0, 86399), st.integers(0, 5000)),
                 min_size=1, max_size=40))
-def test_property_reruns_are_identical(sqlite_warehouse, tmp_path_factory, purchases):
+def test_property_reruns_are_identical(tmp_path_factory, purchases):
     """Whatever the purchases, recomputing a month's RFM and CLV gives the same rows (apart from stamps)."""
+    # A warehouse of its own per example: one shared across examples would see each landing folder
+    # replace the last one's (a shrink the loads refuse).
+    sqlite_warehouse = Warehouse(f"sqlite:///{tmp_path_factory.mktemp('warehouse') / 'warehouse.db'}")
     landing = tmp_path_factory.mktemp("landing")
     records = [event(f"e{i}", f"c{customer}", (datetime(2025, 1, 1, tzinfo=timezone.utc) + pd.Timedelta(days=day, seconds=second))
                      .strftime("%Y-%m-%d %H:%M:%S"), price=cents / 100) for i, (customer, day, second, cents) in enumerate(purchases)]

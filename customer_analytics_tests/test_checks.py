@@ -8,9 +8,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 from scipy.special import hyp2f1
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
-from customer_analytics.checks import all_asset_checks, clv_model_quality, no_events_beyond_as_of
+from customer_analytics.checks import all_asset_checks, clv_model_quality, no_duplicate_event_ids, no_events_beyond_as_of
 from customer_analytics.definitions import all_assets
 from customer_analytics.loading import load_events_month
 from customer_analytics.quality import (
@@ -21,7 +21,7 @@ from customer_analytics.quality import (
     event_timestamp_bounds,
 )
 from customer_analytics.resources import LandingZone, WarehouseResource
-from customer_analytics.resources.tables import clv_model_fits, customer_clv, customer_month_summary, raw_events
+from customer_analytics.resources.tables import clv_model_fits, customer_clv, customer_month_summary, raw_events, rejected_events
 from customer_analytics_tests.landing_builder import event, write_ndjson
 
 JAN, FEB, MAR = date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1)
@@ -79,7 +79,7 @@ def _insert_raw_event(warehouse, event_id, timestamp: datetime, month: date):
 
 def test_the_checks_are_partitioned_documented_and_state_their_tolerances():
     specs = {spec.name: spec for check in all_asset_checks for spec in check.check_specs}
-    assert set(specs) == {"no_duplicate_event_ids", "no_events_beyond_as_of", "clv_model_quality"}
+    assert set(specs) == {"no_duplicate_event_ids", "no_events_beyond_as_of", "no_revenue_outliers", "clv_model_quality"}
     assert all(spec.partitions_def is not None for spec in specs.values())
     assert specs["no_duplicate_event_ids"].blocking and not specs["clv_model_quality"].blocking
     # The docstrings (the UI's descriptions) quote the constants: keep them in step.
@@ -100,24 +100,35 @@ def test_a_clean_month_passes_both_raw_events_checks(warehouse, landing):
     assert bounds.metadata["latest_event"].value == "2025-01-31T23:59:59+00:00"
 
 
-def test_a_cross_month_duplicate_fails_names_the_id_and_blocks_the_summaries(warehouse, landing):
+def test_a_redelivery_in_another_month_is_kept_once_and_the_check_passes(warehouse, landing):
     # A redelivery of e1 stamped in February, in its own file: February's load skips January's file
-    # (the manifest says it holds no February record), so both months store e1.
+    # (the manifest says it holds no February record), and still finds e1 in January's id hashes.
     write_ndjson(landing / "events" / "2025-02-redelivery.ndjson", [event("e1", "c1", "2025-02-03 10:00:00")])
     _load(warehouse, landing, JAN)
     result = _materialize(warehouse, landing, ["raw_events", "rejected_events", "customer_month_summary", "customer_history",
                                                "customer_week_summary"], "2025-02")
-    checks = _evaluations(result)
-    duplicates = checks["no_duplicate_event_ids"]
+    assert result.success and _evaluations(result)["no_duplicate_event_ids"].passed
+    assert duplicate_event_ids(warehouse, JAN).passed
+    reason = warehouse.scalar(select(rejected_events.c.reason).where(rejected_events.c.event_id == "e1"))
+    assert reason.startswith("event_id 'e1' was already delivered with different contents")
+
+
+def test_an_id_stored_under_two_months_fails_names_the_id_and_blocks_the_summaries(warehouse, landing):
+    # Only rows written outside the loads can break the rule now: the check guards it.
+    _load(warehouse, landing, JAN)
+    _load(warehouse, landing, FEB)
+    _insert_raw_event(warehouse, "e1", datetime(2025, 2, 3, 10, tzinfo=UTC), FEB)
+    result = _materialize(warehouse, landing, SUMMARIES | dg.AssetSelection.checks(no_duplicate_event_ids), "2025-02")
+    duplicates = _evaluations(result)["no_duplicate_event_ids"]
     assert not duplicates.passed and duplicates.severity == dg.AssetCheckSeverity.ERROR
     assert duplicates.metadata["cross_month_duplicate_ids"].value == 1
     assert duplicates.metadata["example_event_ids"].value == ["e1"]
     assert "2025-01" in duplicates.metadata["examples"].value
-    assert checks["no_events_beyond_as_of"].passed
+    assert "e.g. 'e1'" in duplicates.description, "the message names the id"
     # Blocking: the run fails and February's summaries are not computed from the doubled purchase.
     assert not result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert "raw_events" in materialized and "customer_month_summary" not in materialized
+    assert "customer_month_summary" not in materialized
     # The other month of the pair fails too.
     january = duplicate_event_ids(warehouse, JAN)
     assert not january.passed and january.cross_month_examples == [{"event_id": "e1", "other_months": "2025-02", "other_rows": 1}]

@@ -36,7 +36,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 TRIALS = int(os.environ.get("CUSTOMER_ANALYTICS_FAULT_TRIALS", "2"))
 MONTH = "2025-02"
 # When and by which run a row was written: everything else must match.
-STAMPS = {"computed_at", "run_id", "ingested_at", "rejected_at", "fitted_at", "built_at", "updated_at", "scanned_at"}
+STAMPS = {"computed_at", "run_id", "ingested_at", "rejected_at", "fitted_at", "built_at", "updated_at", "scanned_at",
+          "loaded_at", "changed_at", "landing_changed_at"}
 # Bookkeeping that records how a run went rather than what the data is.
 SKIPPED_TABLES = {"customer_history_builds", "rerun_requests"}
 CLI = str(Path(sys.executable).parent / "customer-analytics")

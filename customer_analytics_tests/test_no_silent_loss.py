@@ -265,3 +265,53 @@ def test_a_landing_file_changed_for_a_month_not_loaded_since_marks_it_stale(ware
     build(warehouse, landing, FEB)
     assert stale_months(warehouse, first=JAN, last=MAR) == []
     assert warehouse.scalar(select(raw_events.c.price).where(raw_events.c.event_id == "f")) == 3.0
+
+
+# -- Case 10: one till typo that would dominate every average --------------------------------------------------------
+
+def test_a_typo_sized_purchase_is_reported_with_its_row_and_kept(warehouse, tmp_path):
+    from customer_analytics.quality import OUTLIER_FACTOR, revenue_outliers
+
+    landing = tmp_path / "landing"
+    write_month(landing, JAN, 40)  # prices 1 … 40
+    write_csv(landing / "transactions" / "till.csv", ["customer_id", "transaction_date", "transaction_amount"],
+              [["c9", "2025-01-20", "9999999999"], ["c9", "2025-01-21", "30"]])
+    load(warehouse, landing, JAN)
+    found = revenue_outliers(warehouse, JAN)
+    stored = warehouse.read_frame(select(raw_events.c.revenue).where(raw_events.c.event_type == "purchase"))["revenue"]
+    typical = (stored.sum() - stored.nlargest(10).sum()) / (len(stored) - 10)
+    assert found.typical == pytest.approx(typical)
+    assert [(o["customer_id"], o["revenue"], o["source_file"], o["source_record"]) for o in found.outliers] == [
+        ("c9", 9999999999.0, "transactions/till.csv", 2)]
+    assert 9999999999.0 > OUTLIER_FACTOR * typical and not found.passed
+    assert found.outlier_share == pytest.approx(9999999999.0 / stored.sum())
+    assert stored.max() == 9999999999.0, "reported, not capped"
+
+
+def test_months_without_outliers_or_with_too_few_purchases_pass():
+    from customer_analytics.quality import find_revenue_outliers
+
+    largest = pd.DataFrame({"event_id": [f"e{i}" for i in range(10)], "customer_id": "c", "revenue": [500.0] * 10,
+                            "source_file": "f", "source_record": range(10)})
+    assert find_revenue_outliers(JAN, 100, 500.0 * 10 + 90 * 1.0, largest).passed  # 500 < 1000 × 1.0
+    assert not find_revenue_outliers(JAN, 100, 500.0 * 10 + 90 * 0.1, largest).passed  # 500 > 1000 × 0.1
+    few = find_revenue_outliers(JAN, 10, 5000.0, largest)
+    assert few.passed and few.typical is None
+
+
+def test_a_file_rewritten_to_move_an_event_into_another_month_moves_it(warehouse, tmp_path):
+    """The stored copy came from a record the file no longer holds: the load that read the file now decides."""
+    from customer_analytics.month_loads import stale_months
+
+    landing = tmp_path / "landing"
+    path = landing / "events" / "p.ndjson"
+    write_ndjson(path, [event("e0", "c1", "2025-02-03 10:00:00"), event("e1", "c1", "2025-01-03 10:00:00")])
+    load(warehouse, landing, FEB)
+    write_ndjson(path, [event("e0", "c1", "2025-01-04 10:00:00"), event("e1", "c1", "2025-01-03 10:00:00")])
+    load(warehouse, landing, JAN)
+    assert {(e, m) for e, m, _f in state(warehouse)[0]} == {("e0", JAN), ("e1", JAN)}
+    assert [s.month for s in stale_months(warehouse, first=JAN, last=MAR)] == [FEB], "its file changed since"
+    report = load(warehouse, landing, FEB)  # February's only row went with January's load
+    assert (report.previous_rows, report.published_rows) == (0, 0)
+    assert stale_months(warehouse, first=JAN, last=MAR) == []
+    assert state(warehouse) == ({("e0", JAN, "events/p.ndjson"), ("e1", JAN, "events/p.ndjson")}, set())

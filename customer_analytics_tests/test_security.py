@@ -63,6 +63,13 @@ INJECTIONS = [
 NUL_INJECTION = "C1\x00'); DROP TABLE raw_events; --"  # PostgreSQL text cannot hold NUL: refused everywhere
 
 
+def _tick(instance) -> dg.SensorResult:
+    from customer_analytics.sensors import segment_rerun_sensor
+
+    with dg.build_sensor_context(instance=instance, resources=_sensor_resources()) as context:
+        return segment_rerun_sensor(context)
+
+
 def _sensor_resources() -> dict:
     from customer_analytics.resources import WarehouseResource
 
@@ -403,7 +410,6 @@ def test_the_warehouse_password_never_reaches_output_logs_metadata_or_errors(sec
     from dagster._serdes import serialize_value
 
     from customer_analytics.definitions import customer_analytics_job, defs
-    from customer_analytics.sensors import segment_rerun_sensor
 
     caplog.set_level(logging.DEBUG)
     corpus: list[str] = list(secured.outputs)
@@ -412,7 +418,7 @@ def test_the_warehouse_password_never_reaches_output_logs_metadata_or_errors(sec
     try:
         # A rerun through the control table: requested by the CLI, launched by the sensor, run in process.
         assert main(["request-rerun", "--segment", "at_risk", "--month", MONTH, "--by", "security-test"]) == 0
-        tick = segment_rerun_sensor(dg.build_sensor_context(instance=instance, resources=_sensor_resources()))
+        tick = _tick(instance)
         assert len(tick.run_requests) == 1
         rerun = defs.resolve_job_def("segment_rerun_job").execute_in_process(
             run_config=tick.run_requests[0].run_config, tags=tick.run_requests[0].tags, instance=instance)
@@ -427,7 +433,7 @@ def test_the_warehouse_password_never_reaches_output_logs_metadata_or_errors(sec
         assert any("cannot connect to the warehouse" in f for f in failures), failures
         corpus += failures
         try:
-            segment_rerun_sensor(dg.build_sensor_context(instance=instance, resources=_sensor_resources()))
+            _tick(instance)
             raise AssertionError("the sensor cannot reach the warehouse")
         except Exception as error:  # noqa: BLE001 - whatever it raises, its text is scanned
             corpus.append("".join(traceback.format_exception(error)))
@@ -504,7 +510,6 @@ def test_injection_strings_through_the_cli_are_refused_or_stored_literally(secur
 def test_injection_strings_in_the_control_table_are_rejected_or_run_as_plain_ids(secured, secured_env):
     from customer_analytics.definitions import defs
     from customer_analytics.jobs import REQUEST_TAG
-    from customer_analytics.sensors import segment_rerun_sensor
 
     warehouse = secured.warehouse
     guarded = _guarded_tables(warehouse)
@@ -526,7 +531,7 @@ def test_injection_strings_in_the_control_table_are_rejected_or_run_as_plain_ids
     as_text = insert(segment="low", customer_ids=INJECTIONS[0])  # not JSON: a comma-separated list of one id
 
     with dg.instance_for_test() as instance:
-        tick = segment_rerun_sensor(dg.build_sensor_context(instance=instance, resources=_sensor_resources()))
+        tick = _tick(instance)
         launched = {int(r.tags[REQUEST_TAG]): r for r in tick.run_requests}
         assert set(launched) == {as_json, as_text}
         rows = _requests(warehouse).set_index("request_id")

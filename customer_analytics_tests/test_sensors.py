@@ -37,7 +37,14 @@ def control(scored_warehouse):
 
 
 def evaluate(instance, resources, cursor=None) -> dg.SensorResult:
-    return segment_rerun_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+    # A context manager: the warehouse resource sets itself up (and tears down) around the tick.
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return segment_rerun_sensor(context)
+
+
+def on_run_status(sensor, context) -> None:
+    with context:
+        sensor(context)
 
 
 def requests(warehouse) -> pd.DataFrame:
@@ -159,10 +166,10 @@ def test_run_status_sensors_finish_the_request(control):
     failed = segment_rerun_job.execute_in_process(run_config=rerun_run_config("at_risk", "1999-13", None, broken),
                                                   instance=instance, resources=resources, tags={REQUEST_TAG: str(broken)},
                                                   raise_on_error=False)
-    segment_rerun_succeeded(dg.build_run_status_sensor_context(
+    on_run_status(segment_rerun_succeeded, dg.build_run_status_sensor_context(
         sensor_name="segment_rerun_succeeded", dagster_instance=instance, dagster_run=succeeded.dagster_run,
         dagster_event=succeeded.get_run_success_event(), resources=resources))
-    segment_rerun_failed(dg.build_run_status_sensor_context(
+    on_run_status(segment_rerun_failed, dg.build_run_status_sensor_context(
         sensor_name="segment_rerun_failed", dagster_instance=instance, dagster_run=failed.dagster_run,
         dagster_event=failed.get_run_failure_event(), resources=resources).for_run_failure())
     rows = requests(warehouse)
@@ -171,7 +178,7 @@ def test_run_status_sensors_finish_the_request(control):
     assert (rows.loc[broken, "status"], rows.loc[broken, "run_id"]) == ("failed", failed.run_id)
     assert "1999-13" in rows.loc[broken, "message"], "the run's own reason, not a generic one"
     # A finished request is never moved back, whatever arrives late.
-    segment_rerun_failed(dg.build_run_status_sensor_context(
+    on_run_status(segment_rerun_failed, dg.build_run_status_sensor_context(
         sensor_name="segment_rerun_failed", dagster_instance=instance, dagster_run=succeeded.dagster_run,
         dagster_event=failed.get_run_failure_event(), resources=resources).for_run_failure())
     assert requests(warehouse).loc[ok, "status"] == "succeeded"

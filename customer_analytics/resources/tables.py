@@ -78,7 +78,7 @@ RETIRED_INDEXES = ("raw_events_customer_idx",)  # replaced by raw_events_purchas
 raw_events = Table(
     "raw_events",
     metadata,
-    Column("event_id", ID, nullable=False, comment="Identifier of the event; unique. Legacy transactions get txn-<file digest>-<record number>."),
+    Column("event_id", ID, nullable=False, comment="Identifier of the event; unique. Legacy transactions get txn-<content digest>-<k>: the same row in another file is a redelivery, the k-th identical row of one file a purchase of its own."),
     Column("customer_id", ID, nullable=False, comment="Customer the event belongs to."),
     Column("event_type", String, nullable=False, comment="page_view, product_view, add_to_cart, purchase, …; a purchase is event_type = 'purchase'."),
     Column("event_timestamp", UTC_TIMESTAMP, nullable=False, comment="When the event happened, in UTC."),

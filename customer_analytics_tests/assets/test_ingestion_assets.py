@@ -61,7 +61,8 @@ def test_raw_events_materialization_reports_its_counts(warehouse, landing):
     assert "e1" in raw["preview"].value
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     # The only rejected record (a malformed line) has no month: it is not January's share.
-    assert checks == {"landing_files_readable": True, "rejected_share_below_threshold": True, "records_reconcile": True}
+    assert checks == {"landing_files_readable": True, "rejected_share_below_threshold": True, "records_reconcile": True,
+                      "no_accidental_shrink": True}
     assert raw["rejected_without_month"].value == 1
     assert warehouse.scalar(select(func.count()).select_from(raw_events)) == 2
 
