@@ -315,3 +315,84 @@ def test_a_file_rewritten_to_move_an_event_into_another_month_moves_it(warehouse
     assert (report.previous_rows, report.published_rows) == (0, 0)
     assert stale_months(warehouse, first=JAN, last=MAR) == []
     assert state(warehouse) == ({("e0", JAN, "events/p.ndjson"), ("e1", JAN, "events/p.ndjson")}, set())
+
+
+# -- Case 7 at random: edits, renames, deletions and month reruns against a clean reference -----------------------------
+
+def _keys(warehouse, month=None) -> tuple[set, set]:
+    """(raw_events keys, rejected_events keys) of `month`, or of everything; rejections without a month under None."""
+    raw = warehouse.read_frame(select(raw_events.c.event_id, raw_events.c.event_month, raw_events.c.source_file,
+                                      raw_events.c.source_record))
+    rows = {(r.event_id, pd.Timestamp(r.event_month).date(), r.source_file, int(r.source_record)) for r in raw.itertuples()}
+    rejected = quarantine(warehouse)
+    if month is not None:
+        rows = {r for r in rows if r[1] == month}
+        rejected = {r for r in rejected if r[2] == month}
+    return rows, rejected
+
+
+def _file_scoped(warehouse) -> set:
+    return {r for r in quarantine(warehouse) if r[2] is None or not JAN <= r[2] <= MAR}
+
+
+def _random_file(rng, ids) -> list:
+    """A few records: valid ones of the three months, a bad price, a malformed line, a timestamp outside the partitions."""
+    records = []
+    for _ in range(rng.randint(1, 6)):
+        kind = rng.random()
+        month = rng.choice((1, 2, 3))
+        stamp = f"2025-{month:02d}-{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:00:00"
+        event_id = f"id{next(ids)}"
+        if kind < 0.6:
+            records.append(event(event_id, f"c{rng.randint(1, 4)}", stamp, price=rng.randint(1, 9)))
+            if rng.random() < 0.2:
+                records.append(records[-1])  # delivered twice in the file: a duplicate
+        elif kind < 0.75:
+            records.append(event(event_id, "c1", stamp, price="cheap"))
+        elif kind < 0.9:
+            records.append('{"event_id": "broken", ')
+        else:
+            records.append(event(event_id, "c1", f"2019-0{month}-05 10:00:00"))
+    return records
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_edits_renames_and_reruns_lose_no_record(warehouse, tmp_path, seed):
+    """After every rerun the month (and every rejection without a month) equals a clean load of the folder as it is."""
+    import itertools
+    import random
+
+    from customer_analytics.resources.warehouse import Warehouse
+
+    rng, ids = random.Random(seed), itertools.count()
+    landing = tmp_path / "landing"
+    names = [f"f{i}.ndjson" for i in range(4)]
+    for name in names:
+        write_ndjson(landing / "events" / name, _random_file(rng, ids))
+    for step in range(24):
+        action = rng.choice(("edit", "edit", "rename", "delete", "add", "rerun", "rerun", "rerun"))
+        present = sorted(p.name for p in (landing / "events").iterdir())
+        if action == "edit" and present:
+            write_ndjson(landing / "events" / rng.choice(present), _random_file(rng, ids))
+        elif action == "rename" and present:
+            (landing / "events" / rng.choice(present)).rename(landing / "events" / f"r{step}.ndjson")
+        elif action == "delete" and len(present) > 1:
+            (landing / "events" / rng.choice(present)).unlink()
+        elif action == "add":
+            write_ndjson(landing / "events" / f"n{step}.ndjson", _random_file(rng, ids))
+        else:
+            month = rng.choice((JAN, FEB, MAR))
+            report = load(warehouse, landing, month, allow_shrink=True)
+            assert report.records_read == report.loaded + report.rejected + report.duplicates
+            reference = Warehouse(f"sqlite:///{tmp_path / f'reference{step}.db'}")
+            load(reference, landing, month, allow_shrink=True)
+            assert _keys(warehouse, month) == _keys(reference, month), f"step {step}: {month:%Y-%m} differs from a clean load"
+            assert _file_scoped(warehouse) == _file_scoped(reference), f"step {step}: rejections without a month differ"
+            reference.engine.dispose()
+    for month in (JAN, FEB, MAR):
+        load(warehouse, landing, month, allow_shrink=True)
+    reference = Warehouse(f"sqlite:///{tmp_path / 'reference.db'}")
+    for month in (JAN, FEB, MAR):
+        load(reference, landing, month)
+    assert _keys(warehouse) == _keys(reference)
+    reference.engine.dispose()
