@@ -4,6 +4,7 @@
 from datetime import datetime, timezone
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 from sqlalchemy import func, select
 
@@ -80,6 +81,9 @@ def _load_metadata(report: LoadReport) -> dict:
         "files_skipped_by_manifest": report.files_skipped,
         "unreadable_files": len(report.unreadable_files),
         "rejection_reasons": counter_table(report.reasons, "reason", "records"),
+        # Ids this load found in another month too: which month keeps each (the first delivery in landing order).
+        "redeliveries_across_months": markdown_table(pd.DataFrame(report.redeliveries_across_months,
+                                                                  columns=["event_id", "kept_in", "quarantined_in"])),
     }
 
 

@@ -136,10 +136,9 @@ def transaction_ids(customer: pd.Series, stamps: pd.Series, amount: pd.Series, c
     dict for every chunk of a file, and a new one per file.
     """
     instants = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").fillna("")
-    amounts = amount.astype(object).map(lambda value: repr(float(value)), na_action="ignore").fillna("")
     ids = []
-    for customer_id, instant, shown_amount in zip(customer.fillna(""), instants, amounts):
-        digest = transaction_content_digest(customer_id, instant, shown_amount)
+    for customer_id, instant, value in zip(customer.fillna(""), instants, amount.astype(object)):
+        digest = transaction_content_digest(customer_id, instant, "" if pd.isna(value) else repr(float(value)))
         copies[digest] = copies.get(digest, 0) + 1
         ids.append(f"txn-{digest}-{copies[digest]}")
     return pd.Series(ids, index=customer.index, dtype="string")
