@@ -6,10 +6,12 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 from pydantic import Field, model_validator
+from sqlalchemy import func, select
 
 from customer_analytics.asof import AsOf, ClvResult, RfmResult, compute_scores
 from customer_analytics.assets.metadata import OWNERS, counter_table, markdown_table, table_spec_metadata
 from customer_analytics.month_loads import stale_months
+from customer_analytics.config import add_months
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import (
@@ -169,7 +171,7 @@ def customer_value(context: dg.AssetExecutionContext, config: ClvConfig, warehou
                             clv=bool(selected & CLV_TABLES), run_id=context.run.run_id,
                             computed_at=datetime.now(timezone.utc))
     events = [*(_rfm_events(as_of, result.rfm) if result.rfm else ()),
-              *(_clv_events(context, result.clv) if result.clv else ())]
+              *(_clv_events(context, result.clv, _previous_clv(warehouse.get(), as_of)) if result.clv else ())]
     checks = context.selected_asset_check_keys
     for event in events:
         if isinstance(event, dg.AssetCheckResult):
@@ -198,7 +200,31 @@ def _rfm_events(as_of: AsOf, rfm: RfmResult) -> list:
     ]
 
 
-def _clv_events(context: dg.AssetExecutionContext, result: ClvResult) -> Iterator:
+def _previous_clv(wh, as_of: AsOf) -> dict | None:
+    """The previous month's model and mean predicted revenue, to report how much a switch of model moved it."""
+    previous = add_months(as_of.month, -1)
+    row = wh.read_frame(select(customer_clv.c.model, func.avg(customer_clv.c.predicted_revenue_24m).label("mean"))
+                        .where(customer_clv.c.as_of_month == previous).group_by(customer_clv.c.model))
+    if row.empty:
+        return None
+    return {"month": f"{previous:%Y-%m}", "model": str(row["model"].iloc[0]), "mean": float(row["mean"].iloc[0])}
+
+
+def _model_change_metadata(scores: pd.DataFrame, model: str, previous: dict | None) -> dict:
+    mean = float(scores["predicted_revenue_24m"].mean()) if len(scores) else 0.0
+    metadata = {"mean_predicted_revenue_24m": round(mean, 2),
+                "bounded_predictions": int(scores.attrs.get("bounded_predictions", 0))}
+    if previous:
+        metadata.update({
+            "previous_month_model": previous["model"],
+            "previous_month_mean_predicted_revenue_24m": round(previous["mean"], 2),
+            "mean_change_vs_previous_month": round(mean / previous["mean"] - 1.0, 4) if previous["mean"] else None,
+            "model_switched": previous["model"] != model,
+        })
+    return metadata
+
+
+def _clv_events(context: dg.AssetExecutionContext, result: ClvResult, previous: dict | None = None) -> Iterator:
     scores, fits = result.scores, result.fits
     params = {}
     for fit in (fits.bgnbd, fits.gamma_gamma):
@@ -214,7 +240,8 @@ def _clv_events(context: dg.AssetExecutionContext, result: ClvResult) -> Iterato
             ["customer_id", "clv_score", "predicted_revenue_24m", "p_alive", "segment"]]),
     })
     yield dg.MaterializeResult(asset_key=FITS, metadata={"model": fits.model, "converged": fits.converged,
-                                                         **params, **reason})
+                                                         **params, **reason,
+                                                         **_model_change_metadata(scores, fits.model, previous)})
     yield dg.AssetCheckResult(asset_key=CLV, check_name="fit_converged", passed=fits.converged,
                               severity=dg.AssetCheckSeverity.WARN, metadata={"model": fits.model, **reason})
     probabilities = scores[["p_alive", "churn_probability"]]

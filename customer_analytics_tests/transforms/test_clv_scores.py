@@ -77,3 +77,44 @@ def test_fallback_is_named_and_never_nan():
     scores = score_customers(summary, fits)
     assert not scores.isna().any().any() and scores["p_alive"].between(0, 1).all()
     assert (scores["model"] == fits.model).all()
+
+
+def _heuristic_summary(rows: list[tuple]) -> pd.DataFrame:
+    """(frequency, recency, T, purchase_days, day_spend) per customer."""
+    frame = pd.DataFrame(rows, columns=["frequency", "recency", "T", "purchase_days", "day_spend"])
+    return frame.assign(customer_id=[f"c{i}" for i in range(len(frame))], spend_frequency=0, spend_monetary=0.0)
+
+
+def test_the_heuristic_leans_on_the_population_as_documented():
+    from customer_analytics.transforms.clv_scores import DAYS_PER_MONTH, DROPOUT_AFTER_PURCHASE, PRIOR_DAYS, _heuristic
+
+    # Two customers: 4 repeats over 200 days, spending 50 a date; a one-time buyer of 930 yesterday.
+    summary = _heuristic_summary([(4, 180.0, 200.0, 5, 50.0), (0, 0.0, 1.0, 1, 930.0)])
+    p_alive, purchases_12m, order_value, revenue = _heuristic(summary, ClvSettings(monthly_discount_rate=0.0))
+    population_rate = 4 / 201  # repeat dates per day observed, over everybody
+    rates = np.array([(4 + population_rate * PRIOR_DAYS) / (200 + PRIOR_DAYS), (0 + population_rate * PRIOR_DAYS) / (1 + PRIOR_DAYS)])
+    odds = DROPOUT_AFTER_PURCHASE / (1 - DROPOUT_AFTER_PURCHASE)
+    assert np.allclose(p_alive, 1 / (1 + odds * (np.exp(rates * np.array([20.0, 1.0])) - 1)))
+    population_spend = (5 * 50 + 930) / 6
+    assert np.allclose(order_value, [(5 * 50 + population_spend) / 6, (930 + population_spend) / 2])
+    horizon = 24 * DAYS_PER_MONTH
+    expected = p_alive * order_value * (1 - np.exp(-rates * DROPOUT_AFTER_PURCHASE * horizon)) / DROPOUT_AFTER_PURCHASE
+    assert np.allclose(revenue, expected)  # undiscounted: the months' purchases add up to the horizon's
+    assert np.allclose(purchases_12m, p_alive * (1 - np.exp(-rates * DROPOUT_AFTER_PURCHASE * 12 * DAYS_PER_MONTH))
+                       / DROPOUT_AFTER_PURCHASE)
+
+
+def test_a_one_time_buyer_silent_long_fades_and_nobody_is_predicted_past_the_bounds():
+    from customer_analytics.transforms.clv_scores import PREDICTION_CEILING, RECENT_FLOOR
+
+    summary = _heuristic_summary([(0, 0.0, 10.0, 1, 40.0), (0, 0.0, 400.0, 1, 40.0), (30, 29.0, 30.0, 31, 5000.0),
+                                  (300, 300.0, 330.0, 301, 20.0)])
+    fits = fit_models(summary)
+    assert fits.model == "heuristic"
+    scores = score_customers(summary, fits)
+    assert scores["p_alive"].iloc[1] < scores["p_alive"].iloc[0] < 1.0, "silence lowers a one-time buyer's p_alive"
+    delivered = summary["day_spend"] * summary["purchase_days"]
+    assert scores["predicted_revenue_24m"].max() <= PREDICTION_CEILING * delivered.max()
+    recent = (summary["T"] - summary["recency"]) <= 30
+    assert (scores["predicted_revenue_24m"][recent] >= RECENT_FLOOR * scores["expected_order_value"][recent] - 1e-9).all()
+    assert scores.attrs["bounded_predictions"] == 1, "the near-daily buyer silent 30 days is held to the floor"
