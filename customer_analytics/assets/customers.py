@@ -151,11 +151,13 @@ CLV_TABLES = frozenset({CLV, FITS})
     partitions_def=monthly_partitions,
     can_subset=True,
     check_specs=[
-        dg.AssetCheckSpec("one_row_per_purchasing_customer", asset="customer_rfm"),
-        dg.AssetCheckSpec("scores_in_range", asset="customer_rfm"),
+        dg.AssetCheckSpec("one_row_per_purchasing_customer", asset="customer_rfm",
+                          description="Fails when the month's RFM rows are not exactly its customer_history customers."),
+        dg.AssetCheckSpec("scores_in_range", asset="customer_rfm", description="Fails when an R, F or M score is outside 1–5."),
         dg.AssetCheckSpec("fit_converged", asset="customer_clv", description="Warns when the heuristic fallback was used."),
-        dg.AssetCheckSpec("probabilities_in_unit_interval", asset="customer_clv"),
-        dg.AssetCheckSpec("no_missing_values", asset="customer_clv"),
+        dg.AssetCheckSpec("probabilities_in_unit_interval", asset="customer_clv",
+                          description="Fails when a p_alive or churn_probability is outside [0, 1]."),
+        dg.AssetCheckSpec("no_missing_values", asset="customer_clv", description="Fails when a customer_clv value is missing (NaN)."),
     ],
 )
 @retry_on_lost_connection

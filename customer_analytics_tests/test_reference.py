@@ -1,0 +1,26 @@
+"""docs/reference.md is generated from the code: the committed file must be what the code renders now."""
+
+from pathlib import Path
+
+from customer_analytics.reference import render
+from customer_analytics.resources.tables import metadata
+from customer_analytics.views import VIEW_NAMES
+
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
+
+
+def test_the_committed_reference_is_the_rendered_one():
+    rendered = render()
+    assert REFERENCE.read_text() == rendered, (
+        "docs/reference.md is out of date: run `python -m customer_analytics.reference > docs/reference.md`")
+
+
+def test_every_table_column_and_view_is_documented():
+    rendered = render()
+    for table in metadata.tables.values():
+        assert f"### `{table.name}`" in rendered
+        for column in table.columns:
+            assert column.comment, f"{table.name}.{column.name} has no comment"
+            assert f"| `{column.name}` |" in rendered
+    for name in VIEW_NAMES:
+        assert f"### `{name}`" in rendered
