@@ -391,3 +391,25 @@ def test_a_warehouse_of_an_earlier_version_gets_todays_indexes(warehouse):
                                                                              if warehouse.dialect == "postgresql" else None)}
     assert "raw_events_purchases_idx" in names
     assert "raw_events_customer_idx" not in names
+
+
+def test_a_column_added_since_a_warehouse_was_made_is_added_to_its_table(warehouse):
+    """Tables only ever gain columns: ensure_tables adds them to an older warehouse, NULL in its old rows."""
+    from sqlalchemy import MetaData, insert, inspect, select
+
+    from customer_analytics.resources.tables import customer_profiles
+
+    old = MetaData(schema=warehouse.schema if warehouse.dialect == "postgresql" else None)
+    legacy = customer_profiles.to_metadata(old)
+    legacy._columns.remove(legacy.c.location)  # customer_profiles as it was before `location`
+    with warehouse.begin() as connection:
+        if warehouse.dialect == "postgresql":
+            connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {warehouse.quote(warehouse.schema)}")
+        legacy.create(connection)
+        connection.execute(insert(legacy).values(customer_id="c1", source_file="p.csv", updated_at=pd.Timestamp("2025-01-01", tz="UTC")))
+    warehouse.ensure_tables()
+    with warehouse.connect() as connection:
+        names = {c["name"] for c in inspect(connection).get_columns("customer_profiles", schema=old.schema)}
+    assert "location" in names
+    rows = warehouse.read_frame(select(customer_profiles.c.customer_id, customer_profiles.c.location))
+    assert list(rows["customer_id"]) == ["c1"] and rows["location"].isna().all()

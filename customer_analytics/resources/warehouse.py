@@ -44,6 +44,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     table,
     text,
@@ -287,8 +288,10 @@ class Warehouse:
                 connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {self.quote(self.schema)}"))
             retired = self._retire_constraints(connection)
             metadata.create_all(connection)
+            self._add_missing_columns(connection)
             for name in retired:  # SQLite: the rows of a table rebuilt without a retired constraint
-                columns = ", ".join(self.quote(c.name) for c in metadata.tables[name].columns)
+                kept = {c["name"] for c in inspect(connection).get_columns(name + "__retired")}
+                columns = ", ".join(self.quote(c.name) for c in metadata.tables[name].columns if c.name in kept)
                 connection.execute(text(f"INSERT INTO {self.quote(name)} ({columns}) SELECT {columns} FROM {self.quote(name + '__retired')}"))
                 connection.execute(text(f"DROP TABLE {self.quote(name + '__retired')}"))
             # A warehouse made by an earlier version: its tables exist, so create_all adds no index.
@@ -301,6 +304,24 @@ class Warehouse:
                     if only is None or only.dialect in (None, self.dialect):
                         connection.execute(CreateIndex(index, if_not_exists=True))
         self._tables_ready = True
+
+    def _add_missing_columns(self, connection: Connection) -> None:
+        """Columns added to a table since a warehouse was made: added to its existing table (NULL in old rows).
+
+        The contract only ever adds columns, so this is the one migration tables need; a new
+        column must therefore be nullable. On PostgreSQL a partitioned table's partitions get it too.
+        """
+        inspector = inspect(connection)
+        schema = self.schema if self.dialect == "postgresql" else None
+        for table in metadata.sorted_tables:
+            existing = {c["name"] for c in inspector.get_columns(table.name, schema=schema)}
+            for column in table.columns:
+                if column.name in existing:
+                    continue
+                if not column.nullable:
+                    raise RuntimeError(f"{table.name}.{column.name} is new and NOT NULL: existing rows cannot hold it")
+                kind = column.type.compile(dialect=connection.dialect)
+                connection.execute(text(f"ALTER TABLE {self.qualified(table.name)} ADD COLUMN {self.quote(column.name)} {kind}"))
 
     def _retire_constraints(self, connection: Connection) -> list[str]:
         """Drop the unique constraints of earlier versions (`RETIRED_CONSTRAINTS`).
