@@ -224,3 +224,24 @@ def test_profiles_merge_latest_values_and_quarantine_bad_rows(warehouse, tmp_pat
 def _digest(content: str) -> str:
     """README: a legacy transaction's id holds the SHA-1 of its content (customer, UTC instant, amount), 16 hex digits."""
     return hashlib.sha1(content.encode("utf-8")).hexdigest()[:16]
+
+
+def test_the_source_systems_segment_and_lifetime_value_are_kept_beside_ours(warehouse, tmp_path):
+    """Tinybird's profile schema carries customer_segment and lifetime_value: stored as delivered, not dropped."""
+    root = tmp_path / "landing"
+    write_ndjson(root / "profiles" / "a.ndjson", [
+        {"customer_id": "p1", "email": "p1@x", "customer_segment": "High Value", "lifetime_value": 1250.75,
+         "last_login": "2025-01-02 10:00:00"},
+        {"customer_id": "p2", "email": "p2@x", "lifetime_value": "abc"},
+    ])
+    write_csv(root / "profiles" / "b.csv", ["customer_id", "Customer_Segment", "lifetime_value", "last_login"],
+              [["p3", "Occasional", "12.5", "2025-01-03 10:00:00"], ["p1", "", "", "2025-01-04 10:00:00"]])
+    report = load_profiles(warehouse, str(root))
+    stored = warehouse.read_frame(select(customer_profiles.c.customer_id, customer_profiles.c.source_customer_segment,
+                                         customer_profiles.c.source_lifetime_value).order_by(customer_profiles.c.customer_id))
+    # p1's later record has neither: each field keeps the latest value delivered.
+    assert stored.to_dict("records") == [
+        {"customer_id": "p1", "source_customer_segment": "High Value", "source_lifetime_value": 1250.75},
+        {"customer_id": "p3", "source_customer_segment": "Occasional", "source_lifetime_value": 12.5}]
+    assert report.rejected == 1
+    assert "lifetime_value 'abc' is not a number" in rejections(warehouse)["reason"].iloc[0]

@@ -54,13 +54,13 @@ TEXT_FIELDS = {
     "transactions": ("customer_id", "transaction_date"),
     "profiles": (
         "customer_id", "email", "first_name", "last_name", "gender", "city", "country",
-        "signup_date", "last_login", "location",
+        "signup_date", "last_login", "location", "customer_segment",
     ),
 }
 NUMBER_FIELDS = {
     "events": ("price", "quantity"),
     "transactions": ("transaction_amount",),
-    "profiles": ("age",),
+    "profiles": ("age", "lifetime_value"),
 }
 
 # Below glibc's 32 MiB ceiling for heap allocations (with the carry of a line): a larger block is
@@ -404,7 +404,8 @@ def _is_utf8(block: bytes) -> bool:
 # The types numbers usually arrive in. Pinning them spares pyarrow inferring them (a fifth of the
 # parse); a block that delivers one otherwise (as text, a fraction in a whole-number field) is
 # parsed again with its numbers' types inferred.
-USUAL_NUMBER_TYPES = {"price": pa.float64(), "quantity": pa.int64(), "transaction_amount": pa.float64(), "age": pa.int64()}
+USUAL_NUMBER_TYPES = {"price": pa.float64(), "quantity": pa.int64(), "transaction_amount": pa.float64(), "age": pa.int64(),
+                      "lifetime_value": pa.float64()}
 
 
 def _read_json(block: bytes, schema: pa.Schema, unexpected_fields: str, longest: int) -> pa.Table | None:

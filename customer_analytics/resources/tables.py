@@ -163,6 +163,8 @@ customer_profiles = Table(
     Column("last_login", UTC_TIMESTAMP, comment="Latest login, UTC."),
     Column("source_file", String, comment="File of the latest record merged into this row."),
     Column("updated_at", UTC_TIMESTAMP, nullable=False, comment="When this row was last rebuilt."),
+    Column("source_customer_segment", String, comment="customer_segment as the source system delivered it (its own label, e.g. 'High Value'); ours are in customer_segments."),
+    Column("source_lifetime_value", Float, comment="lifetime_value as the source system delivered it; ours is customer_clv.predicted_revenue_24m."),
 )
 
 landing_files = Table(

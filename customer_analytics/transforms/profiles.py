@@ -1,7 +1,9 @@
 """Customer profiles and demographic rows: validation, and merging into one row per customer.
 
 Profile rows carry `customer_id, email, first_name, last_name, age, gender, city, country,
-signup_date, last_login`; demographic rows carry `customer_id, age, location`. Records are
+signup_date, last_login` and, where the source system has them, its own `customer_segment` and
+`lifetime_value` (kept as `source_customer_segment`, `source_lifetime_value`); demographic rows
+carry `customer_id, age, location`. Records are
 ordered by `last_login` (records without one first), then by landing order, and each field
 of a customer takes its value from the latest record that has one — so a demographic row
 adds `location` to a profile, and a newer profile replaces an older city.
@@ -24,8 +26,11 @@ from customer_analytics.transforms.fields import (
     timestamp_column,
 )
 
-PROFILE_TEXT = ("email", "first_name", "last_name", "gender", "city", "country", "location")
-PROFILE_COLUMNS = ("customer_id", *PROFILE_TEXT[:4], "age", *PROFILE_TEXT[4:], "signup_date", "last_login")
+PROFILE_TEXT = ("email", "first_name", "last_name", "gender", "city", "country", "location", "customer_segment")
+# The source system's own segment and lifetime value are kept as delivered, under these names.
+SOURCE_FIELDS = {"customer_segment": "source_customer_segment", "lifetime_value": "source_lifetime_value"}
+PROFILE_COLUMNS = ("customer_id", *PROFILE_TEXT[:4], "age", *PROFILE_TEXT[4:7], "signup_date", "last_login",
+                   "source_customer_segment", "source_lifetime_value")
 MAX_AGE = 130
 
 
@@ -60,6 +65,12 @@ def validate_profiles(fields: pd.DataFrame) -> pd.DataFrame:
         reasons.add(bad, "unparsable " + name + " " + shown(raw) + " (use e.g. 2023-01-15 or 2023-06-18 09:15:30)")
         out[name] = stamps
     out["signup_date"] = out["signup_date"].dt.tz_localize(None).dt.normalize()
+
+    raw_value = field_values(fields, "lifetime_value")
+    value, present, invalid = number_column(raw_value)
+    reasons.add(invalid, "lifetime_value " + shown(raw_value) + " is not a number")
+    out["source_lifetime_value"] = value.where(present & ~invalid).astype("float64")
+    out = out.rename(columns={"customer_segment": SOURCE_FIELDS["customer_segment"]})
     out = out[list(PROFILE_COLUMNS)].copy()
     out["reject_reason"] = reasons.values
     return out
