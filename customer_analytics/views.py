@@ -167,6 +167,36 @@ def _customer_clv_latest(wh: Warehouse) -> str:
     )
 
 
+def _customer_events(wh: Warehouse) -> str:
+    # Event by event, for "what did this customer do" lists (filter customer_id, ORDER BY event_timestamp
+    # DESC, LIMIT n); customer_activity is the daily aggregate of the same rows.
+    return (
+        "SELECT customer_id, event_id, event_type, event_timestamp, event_date, session_id, page_url, product_id,\n"
+        "  category_id, price, quantity, revenue, device_type, country, event_month\n"
+        f"FROM {wh.qualified('raw_events')}"
+    )
+
+
+def _cohort_ltv_latest(wh: Warehouse) -> str:
+    # `period_granularity` spells the cut as LTV-cohort APIs do (monthly / weekly) beside `granularity`.
+    return (
+        "SELECT as_of_month, granularity,\n"
+        "  CASE granularity WHEN 'month' THEN 'monthly' WHEN 'week' THEN 'weekly' ELSE granularity END AS period_granularity,\n"
+        "  cohort_start, period, period_start, customers, active_customers, period_revenue, cumulative_revenue,\n"
+        "  cumulative_revenue_per_customer, as_of_date\n"
+        f"FROM {wh.qualified('cohort_ltv')}\n"
+        f"WHERE as_of_month = {_latest(wh, 'cohort_ltv')}"
+    )
+
+
+def _ltv_summary_latest(wh: Warehouse) -> str:
+    return (
+        "SELECT as_of_month, average_ltv_30d, average_ltv_90d, customers_30d, customers_90d, as_of, as_of_date\n"
+        f"FROM {wh.qualified('ltv_summary')}\n"
+        f"WHERE as_of_month = {_latest(wh, 'ltv_summary')}"
+    )
+
+
 # name -> (base tables, SQL builder, what it answers)
 _VIEWS: dict[str, tuple[tuple[str, ...], Callable[[Warehouse], str], str]] = {
     "cltv_summary": (("raw_events",), _cltv_summary,
@@ -189,6 +219,13 @@ _VIEWS: dict[str, tuple[tuple[str, ...], Callable[[Warehouse], str], str]] = {
                                           "A suggested behavioural segment and its reason per customer, latest month (first matching rule)."),
     "customer_clv_latest": (("customer_clv", "customer_rfm"), _customer_clv_latest,
                             "CLV scores of the latest month with that month's recency, frequency and monetary."),
+    "customer_events": (("raw_events",), _customer_events,
+                        "One row per event (type, time, session, page, product, revenue): a customer's activity "
+                        "list; filter by customer_id, order by event_timestamp, limit."),
+    "cohort_ltv_latest": (("cohort_ltv",), _cohort_ltv_latest,
+                          "cohort_ltv rows of the latest month, with period_granularity 'monthly' / 'weekly' beside "
+                          "granularity 'month' / 'week'."),
+    "ltv_summary_latest": (("ltv_summary",), _ltv_summary_latest, "ltv_summary row of the latest month."),
 }
 
 VIEW_NAMES: tuple[str, ...] = tuple(_VIEWS)

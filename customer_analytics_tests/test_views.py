@@ -413,3 +413,31 @@ def test_bi_views_asset_reports_views_and_row_counts(loaded):
     assert {dep.asset_key.to_user_string() for dep in spec.deps} == {
         "raw_events", "customer_profiles", "customer_rfm", "customer_clv", "customer_segments", "segment_metrics"}
     assert spec.group_name == "bi"
+
+
+def test_customer_events_lists_each_event_of_a_customer(loaded):
+    expected = _events_frame(EVENTS).query("customer_id == 'c3'").sort_values("event_timestamp", ascending=False)
+    rows = _stamps(_query(loaded, "SELECT event_id, event_type, event_timestamp, session_id, revenue FROM {customer_events} "
+                                  "WHERE customer_id = :customer ORDER BY event_timestamp DESC LIMIT 3", customer="c3"), 2)
+    assert rows == [(r.event_id, r.event_type, r.event_timestamp.strftime("%Y-%m-%d %H:%M"), r.session_id, r.revenue)
+                    for r in expected.head(3).itertuples()]
+
+
+def test_cohort_and_ltv_summary_latest_read_the_latest_month_and_spell_the_granularity_both_ways(loaded):
+    from customer_analytics.resources.tables import cohort_ltv, ltv_summary
+
+    for month, revenue in (("2025-01", 10.0), ("2025-02", 30.0)):
+        cohorts = pd.DataFrame([
+            {"granularity": granularity, "cohort_start": pd.Timestamp("2025-01-01" if granularity == "month" else "2024-12-30"),
+             "period": 0, "period_start": pd.Timestamp("2025-01-01"), "customers": 2, "active_customers": 2,
+             "period_revenue": revenue, "cumulative_revenue": revenue, "cumulative_revenue_per_customer": revenue / 2}
+            for granularity in ("month", "week")
+        ]).assign(as_of_month=pd.Timestamp(_month(month)), as_of_date=pd.Timestamp(AS_OF_DATE[month]), computed_at=NOW)
+        _replace_month(loaded, cohort_ltv, month, cohorts)
+        summary = pd.DataFrame([{"average_ltv_30d": revenue, "average_ltv_90d": None, "customers_30d": 2, "customers_90d": 0}])
+        summary = summary.assign(as_of_month=pd.Timestamp(_month(month)), as_of_date=pd.Timestamp(AS_OF_DATE[month]),
+                                 as_of=pd.Timestamp(AS_OF_DATE[month], tz=UTC) + pd.Timedelta(days=1), computed_at=NOW)
+        _replace_month(loaded, ltv_summary, month, summary)
+    assert _query(loaded, "SELECT as_of_month, granularity, period_granularity, cumulative_revenue FROM {cohort_ltv_latest} "
+                          "ORDER BY granularity") == [("2025-02-01", "month", "monthly", 30.0), ("2025-02-01", "week", "weekly", 30.0)]
+    assert _query(loaded, "SELECT as_of_month, average_ltv_30d, customers_30d FROM {ltv_summary_latest}") == [("2025-02-01", 30.0, 2)]
