@@ -69,8 +69,9 @@ class SegmentRerunConfig(ClvConfig):
 @dg.op(
     out=dg.Out(dg.Nothing),
     description="Rescore the customers of one value segment (or the listed customers), plus every customer not yet "
-                "scored for the month, with the month's fitted CLV model; replace exactly their customer_clv and "
-                "customer_segments rows and recompute segment_metrics and segment_migration, in one transaction.",
+                "scored for the month, with the month's fitted CLV model; replace exactly their customer_clv, "
+                "customer_rfm and customer_segments rows and recompute segment_metrics and segment_migration, in one "
+                "transaction.",
 )
 @retry_on_lost_connection
 def rescore_segment(context: dg.OpExecutionContext, config: SegmentRerunConfig, warehouse: WarehouseResource):
@@ -99,7 +100,7 @@ def rescore_segment(context: dg.OpExecutionContext, config: SegmentRerunConfig, 
         "preview": markdown_table(result.scores.sort_values("predicted_revenue_24m", ascending=False)[
             ["customer_id", "clv_score", "predicted_revenue_24m", "p_alive", "segment"]]),
     })
-    for asset in ("customer_segments", "segment_metrics", "segment_migration"):
+    for asset in ("customer_rfm", "customer_segments", "segment_metrics", "segment_migration"):
         yield dg.AssetMaterialization(asset_key=asset, partition=config.month, metadata=shared)
 
 
