@@ -21,12 +21,13 @@ SEGMENT_TAG = "customer_analytics/segment"
 
 
 class ValueSegment(enum.Enum):
-    """The value segments a rerun can target (the `segment` column of customer_clv)."""
+    """The value segments a rerun can target (the `segment` column of customer_clv), or all of them."""
 
     high = "high"
     medium = "medium"
     low = "low"
     at_risk = "at_risk"
+    all = "all"  # every scored customer of the month, with its stored model: no refit
 
 
 class SegmentRerunConfig(ClvConfig):
@@ -90,7 +91,7 @@ def rescore_segment(context: dg.OpExecutionContext, config: SegmentRerunConfig, 
         _note(wh, config.request_id, str(error))
         raise dg.Failure(description=str(error), allow_retries=False) from None
     context.log.info(result.summary())
-    _note(wh, config.request_id, result.summary())
+    _note(wh, config.request_id, result.summary(), computed=result.rescored, errors=result.errors)
     shared = {"request_id": config.request_id if config.request_id is not None else "none",
               "segment": config.segment.value, "model": result.model, "rescored_customers": result.rescored,
               "new_customers": result.new_customers}
@@ -104,11 +105,12 @@ def rescore_segment(context: dg.OpExecutionContext, config: SegmentRerunConfig, 
         yield dg.AssetMaterialization(asset_key=asset, partition=config.month, metadata=shared)
 
 
-def _note(warehouse, request_id: int | None, message: str) -> None:
-    """What the run did (or why it could not), on the request it serves."""
+def _note(warehouse, request_id: int | None, message: str, **counts: int) -> None:
+    """What the run did (or why it could not), with the `computed` and `errors` counts, on the request it serves."""
     if request_id is not None:
         with warehouse.begin() as connection:
-            connection.execute(update(rerun_requests).where(rerun_requests.c.request_id == request_id).values(message=message))
+            connection.execute(update(rerun_requests).where(rerun_requests.c.request_id == request_id)
+                               .values(message=message, **counts))
 
 
 @dg.job(

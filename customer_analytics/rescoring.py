@@ -1,9 +1,10 @@
 """Segment-targeted rescoring: one month's RFM, CLV and segment rows for chosen customers, no refit.
 
-A rerun request names a month and a value segment (optionally a list of customers). The
-customers rescored (the targets) are
-* the customers whose `customer_clv` row for the month is in that segment — or, when the
-  request lists customers, exactly those customers — and
+A rerun request names a month and a value segment, or `all` (optionally a list of customers).
+The customers rescored (the targets) are
+* the customers whose `customer_clv` row for the month is in that segment (every scored
+  customer for `all`) — or, when the request lists customers, exactly those customers, the
+  segment then ignored — and
 * every customer with a purchase before the month's as-of instant but no `customer_clv` row
   for it yet (new customers are always scored), or a `customer_clv` row without its
   `customer_rfm` or `customer_segments` row (left so by an older rerun, or by a run that
@@ -42,6 +43,7 @@ from sqlalchemy import func, select
 
 from customer_analytics.asof import RFM_COLUMNS, AsOf, clv_rows, customer_history, segment_map, stamp_as_of
 from customer_analytics.config import ConfigError, add_months, month_key
+from customer_analytics.reruns import ALL_SEGMENTS
 from customer_analytics.resources.tables import (
     clv_model_fits,
     customer_clv,
@@ -79,9 +81,22 @@ class RescoreResult:
     completed: int = 0  # of which had a customer_clv row but lacked their customer_rfm or customer_segments row
     unknown_customers: list[str] = field(default_factory=list)  # listed ids without purchases
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)
+    listed: int | None = None  # customers the request listed (its segment then ignored), None for a segment
+
+    @property
+    def errors(self) -> int:
+        """Listed customers that could not be scored (no purchase before as_of): the request's `errors`."""
+        return len(self.unknown_customers)
+
+    @property
+    def scope(self) -> str:
+        """What was asked for, as the message names it: never a segment the request's customer list overrode."""
+        if self.listed is not None:
+            return f"{self.listed:,} listed customer{'s' if self.listed != 1 else ''}"
+        return "all segments" if self.segment == ALL_SEGMENTS else self.segment
 
     def summary(self) -> str:
-        text = (f"{month_key(self.month)} {self.segment}: rescored {self.rescored:,} customers "
+        text = (f"{month_key(self.month)} {self.scope}: rescored {self.rescored:,} customers "
                 f"({self.new_customers:,} new, {self.changed_segment:,} changed segment) with the month's "
                 f"{self.model} model")
         if self.completed:
@@ -151,7 +166,7 @@ def rescore(warehouse: Warehouse, month: date, segment: str, customer_ids: tuple
         known = set(history["customer_id"])
         scored_before = set(old["customer_id"])
         if customer_ids is None:
-            asked = set(old.loc[old["segment"] == segment, "customer_id"])
+            asked = set(old["customer_id"] if segment == ALL_SEGMENTS else old.loc[old["segment"] == segment, "customer_id"])
             unknown: list[str] = []
         else:
             asked = set(customer_ids)
@@ -198,7 +213,7 @@ def rescore(warehouse: Warehouse, month: date, segment: str, customer_ids: tuple
         month=month, segment=segment, model=model, as_of_date=as_of.day, targeted=len(targets), rescored=len(scores),
         new_customers=len(new), removed=len((asked - known) & set(before.index)), completed=len(incomplete),
         changed_segment=int((previous_segment.notna() & (previous_segment != scores["segment"])).sum()),
-        unknown_customers=unknown, scores=scores,
+        unknown_customers=unknown, scores=scores, listed=None if customer_ids is None else len(set(customer_ids)),
     )
 
 

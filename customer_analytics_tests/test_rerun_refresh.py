@@ -18,11 +18,13 @@ from customer_analytics.jobs import rerun_run_config, segment_rerun_job
 from customer_analytics.rescoring import rescore
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import (
+    clv_model_fits,
     customer_clv,
     customer_profiles,
     customer_rfm,
     customer_segments,
     raw_events,
+    rerun_requests,
     segment_metrics,
 )
 from customer_analytics.segments import compute_segments
@@ -203,3 +205,43 @@ def test_a_targeted_customer_without_purchases_any_more_leaves_every_table(month
     finally:
         with wh.begin() as connection:
             connection.execute(insert(raw_events), saved.to_dict("records"))
+
+
+def test_all_segments_rescores_every_customer_with_the_stored_model(month):
+    wh = month
+    fits_before = wh.read_frame(select(clv_model_fits).where(clv_model_fits.c.as_of_month == MONTH))
+    add_purchase(wh, NEW_CUSTOMER, datetime(2025, 3, 20, 12, tzinfo=timezone.utc), 80.0, 1)
+    _summarize(wh)
+    result = rescore(wh, MONTH, "all", run_id="everyone")
+    history = customer_history(wh, AsOf.for_month(MONTH))
+    assert result.rescored == len(history) and result.new_customers == 1
+    assert result.summary().startswith("2025-03 all segments: rescored")
+    for table in (customer_clv, customer_rfm, customer_segments):
+        assert (rows(wh, table)["run_id"] == "everyone").all(), table.name
+    pd.testing.assert_frame_equal(wh.read_frame(select(clv_model_fits).where(clv_model_fits.c.as_of_month == MONTH)),
+                                  fits_before, obj="clv_model_fits: no refit")
+    assert_metrics_match_membership(wh)
+    rerun_rfm = rows(wh, customer_rfm)
+    compute_rfm(wh, AsOf.for_month(MONTH), run_id="full")
+    pd.testing.assert_frame_equal(rerun_rfm[RFM_VALUES], rows(wh, customer_rfm)[RFM_VALUES], check_dtype=False)
+
+
+def test_a_customer_request_records_its_counts_and_names_no_ignored_segment(month):
+    wh = month
+    clv = rows(wh, customer_clv)
+    customer = clv[clv["segment"] != "high"].index[0]
+    with wh.begin() as connection:
+        request_id = connection.execute(rerun_requests.insert().values(
+            segment="high", customer_ids=f'["{customer}", "NO-SUCH"]', as_of_month=MONTH,
+            requested_at=datetime.now(timezone.utc), status="pending")).inserted_primary_key[0]
+    # Run by hand with an id the request check would refuse: the run still names it and counts it.
+    result = segment_rerun_job.execute_in_process(
+        run_config=rerun_run_config("high", "2025-03", [customer, "NO-SUCH"], request_id),
+        resources={"warehouse": WarehouseResource(db_url=wh.url, db_schema=wh.schema)})
+    assert result.success
+    request = wh.read_frame(select(rerun_requests).where(rerun_requests.c.request_id == request_id)).iloc[0]
+    assert (request["computed"], request["errors"]) == (1, 1)
+    assert request["message"].startswith("2025-03 2 listed customers: rescored 1 customers")
+    assert "high" not in request["message"].split(":")[0] and "NO-SUCH" in request["message"]
+    with wh.begin() as connection:
+        connection.execute(delete(rerun_requests))

@@ -72,6 +72,8 @@ def _keyed_by_id(name: str, *key: str, month: str) -> list:
 NO_MONTH = "0001-01-01"
 # Unique constraints of earlier versions: `Warehouse.ensure_tables` drops them (table, constraint).
 RETIRED_CONSTRAINTS = (("rejected_events", "rejected_events_record_key"),)  # keyed without the month
+# Nullable columns added after their table first shipped: `ensure_tables` adds them to an existing table.
+ADDED_COLUMNS = (("rerun_requests", "computed"), ("rerun_requests", "errors"))
 # Indexes of earlier versions that no table declares any more: `Warehouse.ensure_tables` drops them.
 RETIRED_INDEXES = ("raw_events_customer_idx",)  # replaced by raw_events_purchases_idx
 
@@ -460,7 +462,7 @@ rerun_requests = Table(
     "rerun_requests",
     metadata,
     Column("request_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True, comment="Request number."),
-    Column("segment", String, nullable=False, comment="Value segment to rescore: high, medium, low or at_risk."),
+    Column("segment", String, nullable=False, comment="Value segment to rescore: high, medium, low or at_risk, or all (every segment, no refit); ignored when customer_ids lists customers."),
     Column("customer_ids", Text, comment="Optional JSON array (or comma-separated list) of customers to rescore instead of the whole segment."),
     Column("as_of_month", Date, nullable=False, comment="Month whose scores are recomputed (its model is reused, not refitted)."),
     Column("requested_by", String, comment="Who asked."),
@@ -468,5 +470,7 @@ rerun_requests = Table(
     Column("status", String, nullable=False, comment="pending, launched, rejected, succeeded or failed."),
     Column("run_id", String, comment="Dagster run launched for the request."),
     Column("message", Text, comment="Why a request was rejected or failed, or what the run did."),
+    Column("computed", BigInteger, comment="Customers the run rescored (rows written to customer_clv); NULL until it succeeds."),
+    Column("errors", BigInteger, comment="Listed customers the run could not score (no purchase before the month's as-of); NULL until it succeeds."),
     Index("rerun_requests_status_idx", "status"),
 )

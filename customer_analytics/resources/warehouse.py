@@ -57,7 +57,7 @@ from sqlalchemy.sql.expression import TableClause
 
 from customer_analytics.config import ConfigError, redact_url, validate_identifier
 from customer_analytics.resources.pgbinary import encode_batches
-from customer_analytics.resources.tables import ID, RETIRED_CONSTRAINTS, RETIRED_INDEXES, metadata, partition_column
+from customer_analytics.resources.tables import ADDED_COLUMNS, ID, RETIRED_CONSTRAINTS, RETIRED_INDEXES, metadata, partition_column
 
 
 class WarehouseUnavailable(RuntimeError):
@@ -291,6 +291,7 @@ class Warehouse:
                 columns = ", ".join(self.quote(c.name) for c in metadata.tables[name].columns)
                 connection.execute(text(f"INSERT INTO {self.quote(name)} ({columns}) SELECT {columns} FROM {self.quote(name + '__retired')}"))
                 connection.execute(text(f"DROP TABLE {self.quote(name + '__retired')}"))
+            self._add_columns(connection)
             # A warehouse made by an earlier version: its tables exist, so create_all adds no index.
             for index in RETIRED_INDEXES:
                 connection.execute(text(f"DROP INDEX IF EXISTS {self.qualified(index)}"))
@@ -301,6 +302,22 @@ class Warehouse:
                     if only is None or only.dialect in (None, self.dialect):
                         connection.execute(CreateIndex(index, if_not_exists=True))
         self._tables_ready = True
+
+    def _add_columns(self, connection: Connection) -> None:
+        """Add `ADDED_COLUMNS` to tables made by an earlier version (create_all adds no column to an existing table).
+
+        Looked up first: an ALTER TABLE locks the table out even when the column is there already.
+        """
+        for table_name, column_name in ADDED_COLUMNS:
+            if self.dialect == "postgresql":
+                present = connection.execute(text(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema = :schema AND table_name = :table "
+                    "AND column_name = :column"), {"schema": self.schema, "table": table_name, "column": column_name}).first()
+            else:
+                present = column_name in {row[1] for row in connection.execute(text(f"PRAGMA table_info({self.quote(table_name)})"))}
+            if not present:
+                kind = metadata.tables[table_name].c[column_name].type.compile(dialect=connection.dialect)
+                connection.execute(text(f"ALTER TABLE {self.qualified(table_name)} ADD COLUMN {self.quote(column_name)} {kind}"))
 
     def _retire_constraints(self, connection: Connection) -> list[str]:
         """Drop the unique constraints of earlier versions (`RETIRED_CONSTRAINTS`).
