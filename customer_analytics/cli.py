@@ -441,7 +441,8 @@ def _materialize(args) -> int:
 def _request_rerun(args) -> int:
     from sqlalchemy import inspect
 
-    from customer_analytics.reruns import ALL_SEGMENTS, REQUEST_SEGMENTS, VALUE_SEGMENTS, parse_customer_ids, validate_request, write_request
+    from customer_analytics.reruns import (ALL_SEGMENTS, REQUEST_SEGMENTS, VALUE_SEGMENTS, parse_customer_ids,
+                                           unknown_customers, validate_request, write_request)
     from customer_analytics.resources.warehouse import WarehouseUnavailable
 
     if args.segment not in REQUEST_SEGMENTS:
@@ -461,6 +462,11 @@ def _request_rerun(args) -> int:
     except WarehouseUnavailable as error:
         raise UsageError(f"{error}; set CUSTOMER_ANALYTICS_DB_URL to a reachable database") from None
     request_id = write_request(warehouse, request)
+    unknown = unknown_customers(warehouse, request.as_of_month, request.customer_ids) if request.customer_ids else []
+    if unknown:  # accepted all the same (the run counts them in `errors`), but a typo should not pass unseen
+        shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
+        print(f"warning: {len(unknown):,} listed customer(s) have no purchase before {month_key(request.as_of_month)}'s "
+              f"as-of and no score for it: {shown}; the run will count them in the request's errors", file=sys.stderr)
     scope = (f"{len(request.customer_ids)} customer(s) (--segment ignored)" if request.customer_ids
              else "every segment" if request.segment == ALL_SEGMENTS else f"segment {request.segment}")
     print(f"rerun request {request_id} pending: {scope}, month {month_key(request.as_of_month)}")

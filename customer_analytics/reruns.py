@@ -1,9 +1,10 @@
 """Segment-targeted rerun requests: the `rerun_requests` control table.
 
 Anyone may write a request (the CLI, psql, a BI tool); requests are checked before anything
-runs, so a bad segment, month or customer list is refused with the valid values named, and a
-listed customer the month knows nothing of (no `customer_clv` or `customer_history` row) is
-refused by name rather than run to rescore nobody.
+runs, so a bad segment, month or customer list is refused with the valid values named. A
+listed customer the month knows nothing of is not a reason to refuse (ids are data, whatever
+they hold): `unknown_customers` names them for the CLI's warning, and the run counts them in
+the request's `errors` and names them in its message.
 """
 
 from __future__ import annotations
@@ -80,14 +81,7 @@ def validate_request(warehouse: Warehouse, segment, month, customer_ids=None, re
     if chosen not in months:
         valid = ", ".join(month_key(m) for m in months) if months else "none yet (materialize customer_clv first)"
         raise ConfigError(f"month {month_key(chosen)} has no CLV scores to rerun: scored months are {valid}")
-    ids = parse_customer_ids(customer_ids)
-    if ids:
-        unknown = unknown_customers(warehouse, chosen, ids)
-        if unknown:
-            shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
-            raise ConfigError(f"{len(unknown):,} listed customer(s) have no purchase before {month_key(chosen)}'s as-of "
-                              f"and no score for it: {shown}; give ids as they appear in customer_id")
-    return RerunRequest(segment, chosen, ids, requested_by)
+    return RerunRequest(segment, chosen, parse_customer_ids(customer_ids), requested_by)
 
 
 def unknown_customers(warehouse: Warehouse, month: date, ids: tuple[str, ...]) -> list[str]:

@@ -37,10 +37,6 @@ def scored(warehouse, monkeypatch, tmp_path):
     (["--segment", "high", "--month", "2024-12"], "scored months are 2025-01, 2025-02"),
     (["--segment", "high", "--month", "Feb 2025"], "use YYYY-MM"),
     (["--segment", "high; DROP TABLE rerun_requests"], "valid segments are"),
-    # An id the month knows nothing of is named, not run to rescore nobody.
-    (["--segment", "high", "--customer", "c1", "--customer", "C-TYPO"], "1 listed customer(s) have no purchase before "
-                                                                         "2025-02's as-of and no score for it: C-TYPO"),
-    (["--segment", "high", "--month", "2025-01", "--customer", "c3"], "no score for it: c3"),
 ])
 def test_bad_requests_are_refused_and_nothing_is_written(scored, capsys, argv, message):
     try:
@@ -73,10 +69,23 @@ def test_every_segment_at_once(scored, capsys):
     assert (row["segment"], row["customer_ids"]) == ("all", None)
 
 
+@pytest.mark.parametrize(("argv", "unknown"), [
+    (["--customer", "c1", "--customer", "C-TYPO"], "1 listed customer(s) have no purchase before 2025-02's as-of and "
+                                                   "no score for it: C-TYPO"),
+    (["--month", "2025-01", "--customer", "c3", "--customer", "c1"], "no score for it: c3;"),
+])
+def test_an_unknown_customer_is_accepted_with_a_warning_naming_it(scored, capsys, argv, unknown):
+    assert main(["request-rerun", "--segment", "high", *argv]) == 0
+    err = capsys.readouterr().err
+    assert unknown in err and "c1" not in err
+    assert count_requests(scored) == 1
+
+
 def test_with_customers_the_confirmation_names_no_segment(scored, capsys):
     assert main(["request-rerun", "--segment", "high", "--customer", "c1"]) == 0
-    out = capsys.readouterr().out
-    assert "1 customer(s) (--segment ignored)" in out and "segment high" not in out
+    captured = capsys.readouterr()
+    assert "1 customer(s) (--segment ignored)" in captured.out and "segment high" not in captured.out
+    assert captured.err == "", "a known customer: no warning"
 
 
 def test_a_control_table_made_before_the_count_columns_gains_them(warehouse):
