@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "CUSTOMER_ANALYTICS_MAX_SHRINK); without it such a load fails and replaces nothing")
 
     rerun = commands.add_parser("request-rerun", help="ask for one value segment's CLV scores to be recomputed now")
-    rerun.add_argument("--segment", required=True, help="high, medium, low or at_risk")
+    rerun.add_argument("--segment", required=True, help="high, medium, low or at_risk, or all (every segment, no refit); "
+                                                        "ignored with --customer")
     rerun.add_argument("--month", type=_month_arg, default=None, help="YYYY-MM with CLV scores (default: the latest scored month)")
     rerun.add_argument("--customer", dest="customers", action="append", default=None, metavar="ID",
                        type=_plain_text("--customer", "C000123"),
@@ -440,11 +441,13 @@ def _materialize(args) -> int:
 def _request_rerun(args) -> int:
     from sqlalchemy import inspect
 
-    from customer_analytics.reruns import VALUE_SEGMENTS, parse_customer_ids, validate_request, write_request
+    from customer_analytics.reruns import (ALL_SEGMENTS, REQUEST_SEGMENTS, VALUE_SEGMENTS, parse_customer_ids,
+                                           unknown_customers, validate_request, write_request)
     from customer_analytics.resources.warehouse import WarehouseUnavailable
 
-    if args.segment not in VALUE_SEGMENTS:
-        raise UsageError(f"unknown segment {args.segment!r}: valid segments are {', '.join(VALUE_SEGMENTS)}")
+    if args.segment not in REQUEST_SEGMENTS:
+        raise UsageError(f"unknown segment {args.segment!r}: valid segments are {', '.join(VALUE_SEGMENTS)} "
+                         f"(or {ALL_SEGMENTS} for every segment)")
     parse_customer_ids(args.customers)  # the request's own rules (size, characters), before any connection
     settings = _settings()
     warehouse = _open_warehouse(settings, must_exist=True)
@@ -459,7 +462,13 @@ def _request_rerun(args) -> int:
     except WarehouseUnavailable as error:
         raise UsageError(f"{error}; set CUSTOMER_ANALYTICS_DB_URL to a reachable database") from None
     request_id = write_request(warehouse, request)
-    scope = f"{len(request.customer_ids)} customer(s)" if request.customer_ids else f"segment {request.segment}"
+    unknown = unknown_customers(warehouse, request.as_of_month, request.customer_ids) if request.customer_ids else []
+    if unknown:  # accepted all the same (the run counts them in `errors`), but a typo should not pass unseen
+        shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
+        print(f"warning: {len(unknown):,} listed customer(s) have no purchase before {month_key(request.as_of_month)}'s "
+              f"as-of and no score for it: {shown}; the run will count them in the request's errors", file=sys.stderr)
+    scope = (f"{len(request.customer_ids)} customer(s) (--segment ignored)" if request.customer_ids
+             else "every segment" if request.segment == ALL_SEGMENTS else f"segment {request.segment}")
     print(f"rerun request {request_id} pending: {scope}, month {month_key(request.as_of_month)}")
     return 0
 

@@ -21,12 +21,13 @@ SEGMENT_TAG = "customer_analytics/segment"
 
 
 class ValueSegment(enum.Enum):
-    """The value segments a rerun can target (the `segment` column of customer_clv)."""
+    """The value segments a rerun can target (the `segment` column of customer_clv), or all of them."""
 
     high = "high"
     medium = "medium"
     low = "low"
     at_risk = "at_risk"
+    all = "all"  # every scored customer of the month, with its stored model: no refit
 
 
 class SegmentRerunConfig(ClvConfig):
@@ -69,8 +70,9 @@ class SegmentRerunConfig(ClvConfig):
 @dg.op(
     out=dg.Out(dg.Nothing),
     description="Rescore the customers of one value segment (or the listed customers), plus every customer not yet "
-                "scored for the month, with the month's fitted CLV model; replace exactly their customer_clv and "
-                "customer_segments rows and recompute segment_metrics and segment_migration, in one transaction.",
+                "scored for the month, with the month's fitted CLV model; replace exactly their customer_clv, "
+                "customer_rfm and customer_segments rows and recompute segment_metrics and segment_migration, in one "
+                "transaction.",
 )
 @retry_on_lost_connection
 def rescore_segment(context: dg.OpExecutionContext, config: SegmentRerunConfig, warehouse: WarehouseResource):
@@ -89,7 +91,7 @@ def rescore_segment(context: dg.OpExecutionContext, config: SegmentRerunConfig, 
         _note(wh, config.request_id, str(error))
         raise dg.Failure(description=str(error), allow_retries=False) from None
     context.log.info(result.summary())
-    _note(wh, config.request_id, result.summary())
+    _note(wh, config.request_id, result.summary(), computed=result.rescored, errors=result.errors)
     shared = {"request_id": config.request_id if config.request_id is not None else "none",
               "segment": config.segment.value, "model": result.model, "rescored_customers": result.rescored,
               "new_customers": result.new_customers}
@@ -99,15 +101,16 @@ def rescore_segment(context: dg.OpExecutionContext, config: SegmentRerunConfig, 
         "preview": markdown_table(result.scores.sort_values("predicted_revenue_24m", ascending=False)[
             ["customer_id", "clv_score", "predicted_revenue_24m", "p_alive", "segment"]]),
     })
-    for asset in ("customer_segments", "segment_metrics", "segment_migration"):
+    for asset in ("customer_rfm", "customer_segments", "segment_metrics", "segment_migration"):
         yield dg.AssetMaterialization(asset_key=asset, partition=config.month, metadata=shared)
 
 
-def _note(warehouse, request_id: int | None, message: str) -> None:
-    """What the run did (or why it could not), on the request it serves."""
+def _note(warehouse, request_id: int | None, message: str, **counts: int) -> None:
+    """What the run did (or why it could not), with the `computed` and `errors` counts, on the request it serves."""
     if request_id is not None:
         with warehouse.begin() as connection:
-            connection.execute(update(rerun_requests).where(rerun_requests.c.request_id == request_id).values(message=message))
+            connection.execute(update(rerun_requests).where(rerun_requests.c.request_id == request_id)
+                               .values(message=message, **counts))
 
 
 @dg.job(

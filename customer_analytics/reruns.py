@@ -1,7 +1,10 @@
 """Segment-targeted rerun requests: the `rerun_requests` control table.
 
 Anyone may write a request (the CLI, psql, a BI tool); requests are checked before anything
-runs, so a bad segment, month or customer list is refused with the valid values named.
+runs, so a bad segment, month or customer list is refused with the valid values named. A
+listed customer the month knows nothing of is not a reason to refuse (ids are data, whatever
+they hold): `unknown_customers` names them for the CLI's warning, and the run counts them in
+the request's `errors` and names them in its message.
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, union
 
 from customer_analytics.config import ConfigError, current_month, month_key, parse_month
-from customer_analytics.resources.tables import customer_clv, rerun_requests
+from customer_analytics.resources.tables import customer_clv, customer_history, rerun_requests
 from customer_analytics.resources.warehouse import Warehouse
 
 VALUE_SEGMENTS = ("high", "medium", "low", "at_risk")
+ALL_SEGMENTS = "all"  # a request for every value segment of the month at once (still no refit)
+REQUEST_SEGMENTS = (*VALUE_SEGMENTS, ALL_SEGMENTS)
 STATUSES = ("pending", "launched", "rejected", "succeeded", "failed")
 MAX_CUSTOMERS = 10_000
 
@@ -65,8 +70,9 @@ def scored_months(warehouse: Warehouse) -> list[date]:
 
 def validate_request(warehouse: Warehouse, segment, month, customer_ids=None, requested_by=None) -> RerunRequest:
     """A checked request; `ConfigError` names what is valid. `month` None means the latest scored month."""
-    if segment not in VALUE_SEGMENTS:
-        raise ConfigError(f"unknown segment {segment!r}: valid segments are {', '.join(VALUE_SEGMENTS)}")
+    if segment not in REQUEST_SEGMENTS:
+        raise ConfigError(f"unknown segment {segment!r}: valid segments are {', '.join(VALUE_SEGMENTS)} "
+                          f"(or {ALL_SEGMENTS} for every segment)")
     months = scored_months(warehouse)
     if month is None:
         chosen = months[-1] if months else current_month()
@@ -76,6 +82,22 @@ def validate_request(warehouse: Warehouse, segment, month, customer_ids=None, re
         valid = ", ".join(month_key(m) for m in months) if months else "none yet (materialize customer_clv first)"
         raise ConfigError(f"month {month_key(chosen)} has no CLV scores to rerun: scored months are {valid}")
     return RerunRequest(segment, chosen, parse_customer_ids(customer_ids), requested_by)
+
+
+def unknown_customers(warehouse: Warehouse, month: date, ids: tuple[str, ...]) -> list[str]:
+    """The ids with neither a `customer_clv` nor a `customer_history` row for `month`, in the order given.
+
+    A scored customer without history any more is known: its rerun removes its rows.
+    """
+    known: set[str] = set()
+    for start in range(0, len(ids), 500):  # bound parameters per statement, well within SQLite's limit
+        chunk = list(ids[start:start + 500])
+        query = union(
+            select(customer_clv.c.customer_id).where(customer_clv.c.as_of_month == month, customer_clv.c.customer_id.in_(chunk)),
+            select(customer_history.c.customer_id).where(customer_history.c.as_of_month == month,
+                                                         customer_history.c.customer_id.in_(chunk)))
+        known.update(str(v) for v in warehouse.read_frame(query)["customer_id"])
+    return [customer_id for customer_id in ids if customer_id not in known]
 
 
 def write_request(warehouse: Warehouse, request: RerunRequest, now: datetime | None = None) -> int:

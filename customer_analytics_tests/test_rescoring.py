@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 from sqlalchemy import delete, select, update
 
-from customer_analytics.asof import AsOf, compute_clv, customer_history
+from customer_analytics.asof import AsOf, compute_scores, customer_history
 from customer_analytics.jobs import rerun_run_config, segment_rerun_job
 from customer_analytics.rescoring import RescoreError, rescore
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import (
     clv_model_fits,
     customer_clv,
+    customer_rfm,
     customer_segments,
     rerun_requests,
     segment_metrics,
@@ -33,8 +34,8 @@ STAMPS = ["computed_at", "run_id"]
 
 
 def reset_month(warehouse: Warehouse) -> None:
-    """Recompute the month's CLV and segments as the nightly run would (the fit is deterministic)."""
-    compute_clv(warehouse, AsOf.for_month(MONTH), run_id="nightly")
+    """Recompute the month's RFM, CLV and segments as the nightly run would (the fit is deterministic)."""
+    compute_scores(warehouse, AsOf.for_month(MONTH), run_id="nightly")
     compute_segments(warehouse, MONTH, run_id="nightly")
 
 
@@ -57,6 +58,7 @@ def values(frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_a_segment_rerun_replaces_exactly_that_segment_and_new_customers(scored):
     clv_before, segments_before = rows(scored, customer_clv), rows(scored, customer_segments)
+    rfm_before = rows(scored, customer_rfm)
     counts = clv_before["segment"].value_counts()
     segment, other = counts.index[0], counts.index[1]
     member = clv_before.loc[clv_before["segment"] == segment, "customer_id"].iloc[0]
@@ -83,6 +85,10 @@ def test_a_segment_rerun_replaces_exactly_that_segment_and_new_customers(scored)
     segments_after = rows(scored, customer_segments)
     assert set(segments_after.loc[segments_after["run_id"] == "rerun", "customer_id"]) == targets
     pd.testing.assert_frame_equal(values(segments_after), values(segments_before))
+    # RFM too, from the same history: the same rows as the nightly's for the same data.
+    rfm_after = rows(scored, customer_rfm)
+    assert set(rfm_after.loc[rfm_after["run_id"] == "rerun", "customer_id"]) == targets
+    pd.testing.assert_frame_equal(values(rfm_after), values(rfm_before), check_dtype=False)
 
     # Metrics and migration describe the tables as they now are.
     expected = segment_transforms.segment_metrics(segment_members(scored, MONTH))
@@ -137,7 +143,8 @@ def test_a_month_without_a_fitted_model_is_refused(scored):
 
 
 def test_a_failure_while_publishing_changes_nothing(scored, monkeypatch):
-    before = {t.name: rows(scored, t) for t in (customer_clv, customer_segments)}
+    tables = (customer_clv, customer_rfm, customer_segments)
+    before = {t.name: rows(scored, t) for t in tables}
     original = Warehouse.insert_frame
 
     def failing(self, connection, target, table, frame, **options):
@@ -148,7 +155,7 @@ def test_a_failure_while_publishing_changes_nothing(scored, monkeypatch):
     monkeypatch.setattr(Warehouse, "insert_frame", failing)
     with pytest.raises(OSError, match="disk full"):
         rescore(scored, MONTH, "low", run_id="doomed")
-    for table in (customer_clv, customer_segments):
+    for table in tables:
         pd.testing.assert_frame_equal(rows(scored, table), before[table.name])
 
 
@@ -165,7 +172,8 @@ def test_the_job_rescores_and_reports_on_its_request(scored):
     assert request["message"].startswith("2025-03 low: rescored")
     materialized = {(e.asset_key.path[-1], e.partition) for e in result.get_asset_materialization_events()
                     for e in [e.event_specific_data.materialization]}
-    assert materialized == {(name, "2025-03") for name in ("customer_clv", "customer_segments", "segment_metrics", "segment_migration")}
+    assert materialized == {(name, "2025-03") for name in ("customer_clv", "customer_rfm", "customer_segments", "segment_metrics",
+                                                            "segment_migration")}
     assert (rows(scored, customer_clv).query("segment == 'low'")["run_id"] == result.run_id).all()
 
 

@@ -549,7 +549,9 @@ def test_injection_strings_in_the_control_table_are_rejected_or_run_as_plain_ids
             result = job.execute_in_process(run_config=request.run_config, tags=request.tags, instance=instance)
             assert result.success
     rows = _requests(warehouse).set_index("request_id")
-    assert rows.loc[as_json, "message"].startswith(f"{MONTH} high: rescored")
+    # A customer list: the message names no segment (the request's `high` was ignored), and counts every id as an error.
+    assert rows.loc[as_json, "message"].startswith(f"{MONTH} {len(INJECTIONS)} listed customers: rescored 0 customers")
+    assert (rows.loc[as_json, "computed"], rows.loc[as_json, "errors"]) == (0, len(INJECTIONS))
     # Nobody of those names exists, so nothing was rescored; every table is still there with its rows.
     assert _guarded_tables(warehouse) == guarded
     with warehouse.connect() as connection:

@@ -462,7 +462,7 @@ rerun_requests = Table(
     "rerun_requests",
     metadata,
     Column("request_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True, comment="Request number."),
-    Column("segment", String, nullable=False, comment="Value segment to rescore: high, medium, low or at_risk."),
+    Column("segment", String, nullable=False, comment="Value segment to rescore: high, medium, low or at_risk, or all (every segment, no refit); ignored when customer_ids lists customers."),
     Column("customer_ids", Text, comment="Optional JSON array (or comma-separated list) of customers to rescore instead of the whole segment."),
     Column("as_of_month", Date, nullable=False, comment="Month whose scores are recomputed (its model is reused, not refitted)."),
     Column("requested_by", String, comment="Who asked."),
@@ -470,5 +470,7 @@ rerun_requests = Table(
     Column("status", String, nullable=False, comment="pending, launched, rejected, succeeded or failed."),
     Column("run_id", String, comment="Dagster run launched for the request."),
     Column("message", Text, comment="Why a request was rejected or failed, or what the run did."),
+    Column("computed", BigInteger, comment="Customers the run rescored (rows written to customer_clv); NULL until it succeeds."),
+    Column("errors", BigInteger, comment="Listed customers the run could not score (no purchase before the month's as-of); NULL until it succeeds."),
     Index("rerun_requests_status_idx", "status"),
 )
