@@ -412,10 +412,7 @@ def _materialize(args) -> int:
             # Config only for the loads this run executes: Dagster refuses config of ops outside the selection.
             loads = {graph.get(key).assets_def.op.name for key in asset_keys if key.to_user_string() in reads_landing}
             run_config["ops"] = {name: {"config": {"allow_shrink": True}} for name in sorted(loads)}
-        result = job.execute_in_process(
-            partition_key=partition, asset_selection=asset_keys, instance=instance, run_config=run_config,
-            raise_on_error=False, tags={"trigger": "cli", **({"partition": partition} if partition else {})},
-        )
+        result = _execute(job, instance, partition=partition, asset_keys=asset_keys, run_config=run_config)
         seconds = time.perf_counter() - started
         failed_checks = [
             f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
@@ -435,6 +432,47 @@ def _materialize(args) -> int:
     _print_summary(rows)
     _print_tables(target)
     return 1 if any(status != "ok" for _l, status, *_ in rows) else 0
+
+
+# The code location `make dev` and the production webserver load (workspace.yaml's location_name), and
+# the name Dagster gives the repository of a Definitions object: a run recorded with this origin gets the
+# `.dagster/repository` tag the UI's job page and Overview timeline filter runs by.
+CODE_LOCATION = "customer_analytics"
+DEFINITIONS_MODULE = "customer_analytics.definitions"
+DEFINITIONS_ATTRIBUTE = "defs"
+REPOSITORY_NAME = "__repository__"
+
+
+def _remote_job_origin(job_name: str):
+    """The origin the webserver gives `job_name` when it loads workspace.yaml (a managed code server
+    running the module): Dagster's own `execute_job` (and so `dagster job execute` and `dagster asset
+    materialize`) records none, and the UI then lists such runs under no job."""
+    from dagster._core.remote_origin import RemoteRepositoryOrigin
+    from dagster._core.workspace.load import location_origin_from_module_name
+
+    location = location_origin_from_module_name(DEFINITIONS_MODULE, None, None, CODE_LOCATION)
+    return RemoteRepositoryOrigin(location, REPOSITORY_NAME).get_job_origin(job_name)
+
+
+def _execute(job, instance, *, partition: str | None, asset_keys, run_config):
+    """One run of `job` in this process, as `execute_in_process` would, but recorded with the code
+    location's origin (so the UI links it) and the code pointer (so the UI can re-execute it)."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.execution.api import execute_run
+
+    recon_job = ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd()
+    ).get_reconstructable_job(job.name)
+    tags = {**job.run_tags, "trigger": "cli"}
+    if partition is not None:
+        # dagster/partition (and nothing else naming the month): what the UI and the run queue's limit read.
+        tags.update(job.get_tags_for_partition_key(partition, selected_asset_keys=asset_keys))
+    run = instance.create_run_for_job(
+        job_def=job, run_config=run_config, tags=tags, asset_selection=frozenset(asset_keys),
+        remote_job_origin=_remote_job_origin(job.name), job_code_origin=recon_job.get_python_origin(),
+    )
+    with execute_run(recon_job, run, instance, raise_on_error=False) as result:
+        return result
 
 
 def _request_rerun(args) -> int:

@@ -61,8 +61,51 @@ def test_materialize_records_runs_in_the_instance(env, capsys):
     assert re.search(r"^raw_events\s+1$", out, re.MULTILINE), "the closing table counts the warehouse's rows"
     instance = dg.DagsterInstance.from_config(str(env / "dagster_home"))
     runs = instance.get_runs()
-    assert sorted(r.tags.get("partition") for r in runs) == ["2025-01", "2025-02"]
-    assert all(r.tags.get("trigger") == "cli" for r in runs)
+    assert sorted(r.tags.get("dagster/partition") for r in runs) == ["2025-01", "2025-02"]
+    assert all(r.tags.get("trigger") == "cli" and "partition" not in r.tags for r in runs), \
+        "the month is tagged once, as dagster/partition"
+
+
+# What the UI asks for: the job page lists runs by job name and the repository label tag
+# (`<repository>@<location>`, from the workspace), the Overview timeline groups them by their repositoryOrigin.
+UI_WORKSPACE_QUERY = """
+{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError {
+    __typename ... on RepositoryLocation { repositories { name pipelines { name } } } ... on PythonError { message } } } } } }
+"""
+UI_JOB_RUNS_QUERY = """
+query JobRuns($filter: RunsFilter) { runsOrError(filter: $filter) { __typename
+  ... on Runs { results { runId pipelineName tags { key value } repositoryOrigin { repositoryLocationName repositoryName } } }
+  ... on PythonError { message } } }
+"""
+
+
+def test_materialize_runs_are_listed_on_the_job_page_of_the_workspace_the_ui_loads(env, capsys):
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    from customer_analytics_tests.dagster_services import REPO_ROOT
+
+    write_ndjson(env / "landing" / "events" / "a.ndjson", [event("e1", "c1", "2025-02-10 10:00:00")])
+    assert main(["materialize", "--from", "2025-02", "--to", "2025-02", "--select", "raw_events"]) == 0, \
+        capsys.readouterr().out
+    instance = dg.DagsterInstance.from_config(str(env / "dagster_home"))
+    # workspace.yaml loaded as `make dev` loads it: a code server process for the module.
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(REPO_ROOT / "workspace.yaml")])) as process:
+        context = process.create_request_context()
+        entries = execute_dagster_graphql(context, UI_WORKSPACE_QUERY).data["workspaceOrError"]["locationEntries"]
+        jobs = [(entry["name"], repo["name"]) for entry in entries
+                for repo in entry["locationOrLoadError"].get("repositories", [])
+                for job in repo["pipelines"] if job["name"] == "customer_analytics_job"]
+        assert len(jobs) == 1, entries
+        location, repository = jobs[0]
+        page_filter = {"pipelineName": "customer_analytics_job",
+                       "tags": [{"key": ".dagster/repository", "value": f"{repository}@{location}"}]}
+        result = execute_dagster_graphql(context, UI_JOB_RUNS_QUERY, {"filter": page_filter})
+    runs = result.data["runsOrError"]["results"]
+    assert len(runs) == 1, result.data
+    assert runs[0]["repositoryOrigin"] == {"repositoryLocationName": location, "repositoryName": repository}
+    assert [t["key"] for t in runs[0]["tags"] if t["value"] == "2025-02"] == ["dagster/partition"], "the month once"
 
 
 def test_materialize_from_an_emptied_landing_folder_fails_and_keeps_the_months_until_allowed(env, capsys):
