@@ -13,6 +13,8 @@ TEST_WORKERS ?= 2
 # Where `make dev` serves the UI.
 DEV_HOST ?= 127.0.0.1
 DEV_PORT ?= 3000
+# Dagster's daemon logs two INFO lines per sensor tick whatever the sensor does: `warning` hides them.
+DEV_LOG_LEVEL ?= info
 
 .PHONY: setup demo test dev clean
 
@@ -36,7 +38,7 @@ test: setup
 dev: setup
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} $(BIN)/customer-analytics init-instance
 	exec env DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} $(BIN)/python -m customer_analytics.dev_server \
-		-w workspace.yaml -h $(DEV_HOST) -p $(DEV_PORT)
+		-w workspace.yaml -h $(DEV_HOST) -p $(DEV_PORT) --log-level $(DEV_LOG_LEVEL)
 
 clean:
 	rm -rf data dagster_home
