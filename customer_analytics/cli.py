@@ -20,6 +20,7 @@ from customer_analytics.config import (
     ConfigError,
     Settings,
     add_months,
+    current_month,
     month_key,
     parse_month,
     redact_url,
@@ -169,8 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("generate-sample", help="write realistic synthetic landing data")
     sample.add_argument("--out", required=True, type=Path, help="landing folder to write (events/, transactions/, profiles/)")
     sample.add_argument("--customers", type=_positive_int, default=2000, help="number of customers (default 2000)")
-    sample.add_argument("--start", type=_month_arg, default=None, help="first month, YYYY-MM (default: CUSTOMER_ANALYTICS_START_MONTH)")
-    sample.add_argument("--months", type=_positive_int, default=12, help="number of months (default 12)")
+    sample.add_argument("--start", type=_month_arg, default=None,
+                        help="first month, YYYY-MM (default: --months before the month in progress, else "
+                             "CUSTOMER_ANALYTICS_START_MONTH); not before CUSTOMER_ANALYTICS_START_MONTH")
+    sample.add_argument("--months", type=_positive_int, default=None,
+                        help="number of months (default: from --start through the month in progress)")
     sample.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same files (default 7)")
     sample.add_argument("--bad-rate", type=_rate, default=0.01, help="share of bad records, 0–0.5 (default 0.01)")
 
@@ -307,15 +311,41 @@ def _open_warehouse(settings: Settings, *, must_exist: bool, schema: str | None 
 def _generate_sample(args) -> int:
     from customer_analytics.sample_data import generate_sample
 
-    start = args.start or _settings().start_month
+    start, months = _sample_months(args.start, args.months, _settings().start_month, current_month())
     _check_writable_folder(args.out, "--out")
     try:
-        summary = generate_sample(args.out, customers=args.customers, start=month_key(start), months=args.months,
+        summary = generate_sample(args.out, customers=args.customers, start=month_key(start), months=months,
                                   seed=args.seed, bad_rate=args.bad_rate)
     except ValueError as error:
         raise UsageError(str(error)) from None
     print(summary.to_text())
     return 0
+
+
+def _months_through(first: date, last: date) -> int:
+    return (last.year - first.year) * 12 + last.month - first.month + 1
+
+
+def _sample_months(start: date | None, months: int | None, first_partition: date, in_progress: date) -> tuple[date, int]:
+    """The sample's first month and length. By default it ends with the month in progress, so the
+    latest month's views show recent buyers whenever the demo runs; it never starts before the first
+    partition, whose months are the only ones loaded."""
+    given = f"--start {month_key(start)}" if start is not None else \
+        f"--months {months} (counted back from {month_key(in_progress)})"
+    if start is None:
+        start = add_months(in_progress, 1 - months) if months is not None else first_partition
+    if start < first_partition:
+        raise UsageError(
+            f"{given} begins before the first partition {month_key(first_partition)} (CUSTOMER_ANALYTICS_START_MONTH), "
+            f"and months before it are never loaded: start at {month_key(first_partition)} or later (at most "
+            f"--months {_months_through(first_partition, in_progress)} to end with {month_key(in_progress)}), "
+            f"or set CUSTOMER_ANALYTICS_START_MONTH={month_key(start)}")
+    if months is None:
+        if start > in_progress:
+            raise UsageError(f"--start {month_key(start)} is after the month in progress {month_key(in_progress)}: "
+                             f"give --months too, or a --start up to {month_key(in_progress)}")
+        months = _months_through(start, in_progress)
+    return start, months
 
 
 def ensure_dagster_home() -> Path:

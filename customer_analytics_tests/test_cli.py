@@ -394,3 +394,45 @@ def test_config_of_the_wrong_shape_is_refused_before_the_run_starts(config_world
                                **({"partition_key": "2025-02"} if job.partitions_def else {}))
     assert instance.get_runs() == [], "no run was even created"
     assert snapshot(root) == before
+
+
+# -- generate-sample's months: by default they end with the month in progress -----------------------------------
+
+@pytest.mark.parametrize(("start", "months", "expected"), [
+    (None, None, ("2025-01", 24)),     # the first partition through the month in progress
+    (None, 12, ("2026-01", 12)),       # counted back from the month in progress
+    ("2026-06", None, ("2026-06", 7)),  # from --start through the month in progress
+    ("2025-03", 4, ("2025-03", 4)),    # both given: as given
+    (None, 24, ("2025-01", 24)),
+])
+def test_sample_months_end_with_the_month_in_progress_by_default(start, months, expected):
+    from customer_analytics.cli import _sample_months
+    from customer_analytics.config import month_key, parse_month
+
+    first, count = _sample_months(start and parse_month(start), months, date(2025, 1, 1), date(2026, 12, 1))
+    assert (month_key(first), count) == expected
+
+
+@pytest.mark.parametrize(("start", "months", "message"), [
+    ("2024-06", None, "--start 2024-06 begins before the first partition 2025-01 (CUSTOMER_ANALYTICS_START_MONTH)"),
+    (None, 25, "--months 25 (counted back from 2026-12) begins before the first partition 2025-01"),
+    ("2027-02", None, "--start 2027-02 is after the month in progress 2026-12"),
+])
+def test_sample_months_never_start_before_the_first_partition(start, months, message):
+    from customer_analytics.cli import UsageError, _sample_months
+    from customer_analytics.config import parse_month
+
+    with pytest.raises(UsageError, match=re.escape(message)) as refused:
+        _sample_months(start and parse_month(start), months, date(2025, 1, 1), date(2026, 12, 1))
+    if "before" in message:
+        assert "at most --months 24 to end with 2026-12" in str(refused.value)
+
+
+def test_generate_sample_by_default_ends_with_the_month_in_progress(env, monkeypatch, capsys):
+    from customer_analytics.config import add_months, current_month, month_key
+
+    now = current_month()
+    monkeypatch.setenv("CUSTOMER_ANALYTICS_START_MONTH", month_key(add_months(now, -2)))
+    assert main(["generate-sample", "--out", str(env / "sample"), "--customers", "30", "--bad-rate", "0"]) == 0
+    assert f"{month_key(add_months(now, -2))} .. {month_key(now)} (3 months)" in capsys.readouterr().out
+    assert (env / "sample" / "events" / f"{month_key(now)}.parquet").exists(), "the month in progress has events"
