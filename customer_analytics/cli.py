@@ -13,7 +13,7 @@ import sys
 import time
 import unicodedata
 import warnings
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from customer_analytics.config import (
@@ -314,8 +314,9 @@ def _generate_sample(args) -> int:
     start, months = _sample_months(args.start, args.months, _settings().start_month, current_month())
     _check_writable_folder(args.out, "--out")
     try:
+        # A sample reaching the month in progress stops now: no event dated in the future.
         summary = generate_sample(args.out, customers=args.customers, start=month_key(start), months=months,
-                                  seed=args.seed, bad_rate=args.bad_rate)
+                                  seed=args.seed, bad_rate=args.bad_rate, until=datetime.now(timezone.utc))
     except ValueError as error:
         raise UsageError(str(error)) from None
     print(summary.to_text())
