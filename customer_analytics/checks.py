@@ -25,6 +25,7 @@ import pandas as pd
 from sqlalchemy import func, select
 
 from customer_analytics.assets.metadata import markdown_table
+from customer_analytics.config import current_month
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.quality import (
     CLOCK_SKEW_TOLERANCE,
@@ -35,7 +36,6 @@ from customer_analytics.quality import (
     event_timestamp_bounds,
     revenue_outliers,
 )
-from customer_analytics.config import current_month
 from customer_analytics.resources import WarehouseResource
 from customer_analytics.resources.tables import raw_events
 
