@@ -10,6 +10,11 @@ SAMPLE_CUSTOMERS ?= 2000
 # Test processes (pytest-xdist). Each test module runs whole in one of them (--dist loadfile), so a
 # module's shared fixtures are built once; every test has its own schemas, folders and ports.
 TEST_WORKERS ?= 2
+# Where `make dev` serves the UI.
+DEV_HOST ?= 127.0.0.1
+DEV_PORT ?= 3000
+# Dagster's daemon logs two INFO lines per sensor tick whatever the sensor does: `warning` hides them.
+DEV_LOG_LEVEL ?= info
 
 .PHONY: setup demo test dev clean
 
@@ -28,9 +33,12 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
+# `exec`: the shell gives way, so make's SIGTERM reaches the wrapper, which stops dagster dev and every
+# process it started (customer_analytics/dev_server.py says why dagster dev alone may not stop).
 dev: setup
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} $(BIN)/customer-analytics init-instance
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	exec env DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} $(BIN)/python -m customer_analytics.dev_server \
+		-w workspace.yaml -h $(DEV_HOST) -p $(DEV_PORT) --log-level $(DEV_LOG_LEVEL)
 
 clean:
 	rm -rf data dagster_home

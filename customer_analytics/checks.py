@@ -22,8 +22,10 @@ published rows); other runs and partitions are not affected.
 
 import dagster as dg
 import pandas as pd
+from sqlalchemy import func, select
 
 from customer_analytics.assets.metadata import markdown_table
+from customer_analytics.config import current_month
 from customer_analytics.partitions import monthly_partitions, partition_month
 from customer_analytics.quality import (
     CLOCK_SKEW_TOLERANCE,
@@ -35,6 +37,7 @@ from customer_analytics.quality import (
     revenue_outliers,
 )
 from customer_analytics.resources import WarehouseResource
+from customer_analytics.resources.tables import raw_events
 
 _TOLERANCE_TEXT = f"{CLOCK_SKEW_TOLERANCE.total_seconds() / 3600:g} hour"
 
@@ -157,4 +160,25 @@ def no_revenue_outliers(context: dg.AssetCheckExecutionContext, warehouse: Wareh
     )
 
 
-all_asset_checks = [no_duplicate_event_ids, no_events_beyond_as_of, no_revenue_outliers, clv_model_quality]
+@dg.asset_check(asset="raw_events", partitions_def=monthly_partitions, blocking=False)
+def closed_month_has_events(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """Warns when a closed month (before the month in progress) has no events at all: a shop is
+    never silent for a month, so its files are missing from the landing folder (or were never
+    delivered) and every figure of the month reads as a dead shop. The month in progress passes
+    while empty (its first events may not have arrived). Not blocking: an empty month is still true
+    to the landing folder; deliver the files and rerun the month."""
+    month = partition_month(context.partition_key)
+    rows = warehouse.get().scalar(select(func.count()).select_from(raw_events).where(raw_events.c.event_month == month))
+    closed = month < current_month()
+    return dg.AssetCheckResult(
+        passed=rows > 0 or not closed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None if rows > 0 or not closed else (
+            f"no events at all in {context.partition_key}, a closed month: are its landing files missing? "
+            "Deliver them and rerun the month"),
+        metadata={"rows": rows, "month_closed": closed},
+    )
+
+
+all_asset_checks = [no_duplicate_event_ids, no_events_beyond_as_of, no_revenue_outliers, closed_month_has_events,
+                    clv_model_quality]

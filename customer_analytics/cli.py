@@ -13,13 +13,14 @@ import sys
 import time
 import unicodedata
 import warnings
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from customer_analytics.config import (
     ConfigError,
     Settings,
     add_months,
+    current_month,
     month_key,
     parse_month,
     redact_url,
@@ -169,8 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("generate-sample", help="write realistic synthetic landing data")
     sample.add_argument("--out", required=True, type=Path, help="landing folder to write (events/, transactions/, profiles/)")
     sample.add_argument("--customers", type=_positive_int, default=2000, help="number of customers (default 2000)")
-    sample.add_argument("--start", type=_month_arg, default=None, help="first month, YYYY-MM (default: CUSTOMER_ANALYTICS_START_MONTH)")
-    sample.add_argument("--months", type=_positive_int, default=12, help="number of months (default 12)")
+    sample.add_argument("--start", type=_month_arg, default=None,
+                        help="first month, YYYY-MM (default: --months before the month in progress, else "
+                             "CUSTOMER_ANALYTICS_START_MONTH); not before CUSTOMER_ANALYTICS_START_MONTH")
+    sample.add_argument("--months", type=_positive_int, default=None,
+                        help="number of months (default: from --start through the month in progress)")
     sample.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same files (default 7)")
     sample.add_argument("--bad-rate", type=_rate, default=0.01, help="share of bad records, 0–0.5 (default 0.01)")
 
@@ -308,15 +312,42 @@ def _open_warehouse(settings: Settings, *, must_exist: bool, schema: str | None 
 def _generate_sample(args) -> int:
     from customer_analytics.sample_data import generate_sample
 
-    start = args.start or _settings().start_month
+    start, months = _sample_months(args.start, args.months, _settings().start_month, current_month())
     _check_writable_folder(args.out, "--out")
     try:
-        summary = generate_sample(args.out, customers=args.customers, start=month_key(start), months=args.months,
-                                  seed=args.seed, bad_rate=args.bad_rate)
+        # A sample reaching the month in progress stops now: no event dated in the future.
+        summary = generate_sample(args.out, customers=args.customers, start=month_key(start), months=months,
+                                  seed=args.seed, bad_rate=args.bad_rate, until=datetime.now(timezone.utc))
     except ValueError as error:
         raise UsageError(str(error)) from None
     print(summary.to_text())
     return 0
+
+
+def _months_through(first: date, last: date) -> int:
+    return (last.year - first.year) * 12 + last.month - first.month + 1
+
+
+def _sample_months(start: date | None, months: int | None, first_partition: date, in_progress: date) -> tuple[date, int]:
+    """The sample's first month and length. By default it ends with the month in progress, so the
+    latest month's views show recent buyers whenever the demo runs; it never starts before the first
+    partition, whose months are the only ones loaded."""
+    given = f"--start {month_key(start)}" if start is not None else \
+        f"--months {months} (counted back from {month_key(in_progress)})"
+    if start is None:
+        start = add_months(in_progress, 1 - months) if months is not None else first_partition
+    if start < first_partition:
+        raise UsageError(
+            f"{given} begins before the first partition {month_key(first_partition)} (CUSTOMER_ANALYTICS_START_MONTH), "
+            f"and months before it are never loaded: start at {month_key(first_partition)} or later (at most "
+            f"--months {_months_through(first_partition, in_progress)} to end with {month_key(in_progress)}), "
+            f"or set CUSTOMER_ANALYTICS_START_MONTH={month_key(start)}")
+    if months is None:
+        if start > in_progress:
+            raise UsageError(f"--start {month_key(start)} is after the month in progress {month_key(in_progress)}: "
+                             f"give --months too, or a --start up to {month_key(in_progress)}")
+        months = _months_through(start, in_progress)
+    return start, months
 
 
 def ensure_dagster_home() -> Path:
@@ -413,10 +444,7 @@ def _materialize(args) -> int:
             # Config only for the loads this run executes: Dagster refuses config of ops outside the selection.
             loads = {graph.get(key).assets_def.op.name for key in asset_keys if key.to_user_string() in reads_landing}
             run_config["ops"] = {name: {"config": {"allow_shrink": True}} for name in sorted(loads)}
-        result = job.execute_in_process(
-            partition_key=partition, asset_selection=asset_keys, instance=instance, run_config=run_config,
-            raise_on_error=False, tags={"trigger": "cli", **({"partition": partition} if partition else {})},
-        )
+        result = _execute(job, instance, partition=partition, asset_keys=asset_keys, run_config=run_config)
         seconds = time.perf_counter() - started
         failed_checks = [
             f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
@@ -436,6 +464,47 @@ def _materialize(args) -> int:
     _print_summary(rows)
     _print_tables(target)
     return 1 if any(status != "ok" for _l, status, *_ in rows) else 0
+
+
+# The code location `make dev` and the production webserver load (workspace.yaml's location_name), and
+# the name Dagster gives the repository of a Definitions object: a run recorded with this origin gets the
+# `.dagster/repository` tag the UI's job page and Overview timeline filter runs by.
+CODE_LOCATION = "customer_analytics"
+DEFINITIONS_MODULE = "customer_analytics.definitions"
+DEFINITIONS_ATTRIBUTE = "defs"
+REPOSITORY_NAME = "__repository__"
+
+
+def _remote_job_origin(job_name: str):
+    """The origin the webserver gives `job_name` when it loads workspace.yaml (a managed code server
+    running the module): Dagster's own `execute_job` (and so `dagster job execute` and `dagster asset
+    materialize`) records none, and the UI then lists such runs under no job."""
+    from dagster._core.remote_origin import RemoteRepositoryOrigin
+    from dagster._core.workspace.load import location_origin_from_module_name
+
+    location = location_origin_from_module_name(DEFINITIONS_MODULE, None, None, CODE_LOCATION)
+    return RemoteRepositoryOrigin(location, REPOSITORY_NAME).get_job_origin(job_name)
+
+
+def _execute(job, instance, *, partition: str | None, asset_keys, run_config):
+    """One run of `job` in this process, as `execute_in_process` would, but recorded with the code
+    location's origin (so the UI links it) and the code pointer (so the UI can re-execute it)."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.execution.api import execute_run
+
+    recon_job = ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, DEFINITIONS_ATTRIBUTE, working_directory=os.getcwd()
+    ).get_reconstructable_job(job.name)
+    tags = {**job.run_tags, "trigger": "cli"}
+    if partition is not None:
+        # dagster/partition (and nothing else naming the month): what the UI and the run queue's limit read.
+        tags.update(job.get_tags_for_partition_key(partition, selected_asset_keys=asset_keys))
+    run = instance.create_run_for_job(
+        job_def=job, run_config=run_config, tags=tags, asset_selection=frozenset(asset_keys),
+        remote_job_origin=_remote_job_origin(job.name), job_code_origin=recon_job.get_python_origin(),
+    )
+    with execute_run(recon_job, run, instance, raise_on_error=False) as result:
+        return result
 
 
 def _request_rerun(args) -> int:

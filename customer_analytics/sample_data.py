@@ -86,7 +86,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -340,8 +340,12 @@ def generate_sample(
     months: int = 12,
     seed: int = 7,
     bad_rate: float = 0.01,
+    until: datetime | None = None,
 ) -> SampleSummary:
     """Simulate the shop and write its landing folder into `out_dir` (see the module docs).
+
+    `until` (aware): nothing happens after it, e.g. now when the sample ends with the month in
+    progress (the CLI's default), so no event is dated in the future; without it every month is whole.
 
     Raises ValueError for invalid arguments, and when `out_dir` already holds landing files
     this sample would not overwrite (they would mix with the sample).
@@ -355,7 +359,7 @@ def generate_sample(
     # share an event id with different content.
     world_key = [seed, customers, months, first_month.year, first_month.month]
     id_salt = int(np.random.SeedSequence(world_key).generate_state(1, np.uint64)[0])
-    clock = _SeasonalClock(first_month, months)
+    clock = _SeasonalClock(first_month, months, None if until is None else int(until.timestamp()))
     plan = _plan_event_files(first_month, months)
     transaction_paths = (f"transactions/legacy_{first_month.year}.csv", "transactions/legacy_extra.ndjson")
     profile_paths = ("profiles/customers.csv", "profiles/updates.ndjson", "profiles/demographics.ndjson")
@@ -506,7 +510,7 @@ class _SeasonalClock:
 
     Placing things uniformly in activity time puts them where the shop is busy."""
 
-    def __init__(self, first_month: date, months: int):
+    def __init__(self, first_month: date, months: int, until: int | None = None):
         self.months = months
         self.start = _epoch_seconds(first_month)
         self.end = _epoch_seconds(add_months(first_month, months))
@@ -520,10 +524,18 @@ class _SeasonalClock:
         self.cumulative = cumulative * (months / cumulative[-1])
         self.month_marks = self.cumulative[(self.month_starts - self.start) // 3600]
         self.month_keys = [month_key(add_months(first_month, i)) for i in range(months)]
+        self._horizon = float(months)
+        if until is not None and self.start < until < self.end:
+            # The shop so far: activity stops at `until` (the month in progress is cut at now, at its usual
+            # pace, not squeezed), and nothing is clamped to later than it.
+            edges = self.start + 3600 * np.arange(len(self.cumulative))
+            self._horizon = float(np.interp(until, edges, self.cumulative))
+            self.month_marks = np.minimum(self.month_marks, self._horizon)
+            self.end = int(until)
 
     @property
     def horizon(self) -> float:
-        return float(self.months)
+        return self._horizon
 
     def months_present(self, secs: np.ndarray) -> tuple[str, ...]:
         """The `YYYY-MM` keys of the months these instants fall in."""

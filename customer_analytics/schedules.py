@@ -60,7 +60,8 @@ def build_nightly_refresh_schedule(job, settings: Settings | None = None) -> dg.
             yield dg.RunRequest(
                 run_key=f"nightly:{key}@{day}",  # one tick never launches the same month twice
                 partition_key=key,
-                tags={"trigger": "nightly_refresh" if key in usual else "nightly_refresh:stale", "partition": key},
+                # The month is in dagster/partition (from partition_key): no second tag naming it.
+                tags={"trigger": "nightly_refresh" if key in usual else "nightly_refresh:stale"},
             )
 
     return nightly_refresh_schedule

@@ -124,14 +124,16 @@ def segment_rerun_sensor(context: dg.SensorEvaluationContext, warehouse: Warehou
     # Forget requests no longer open (finished, rejected, or changed by hand).
     open_ids = {str(int(i)) for i in open_requests["request_id"]}
     cursor["asked"] = {key: at for key, at in cursor["asked"].items() if key in open_ids}
-    run_requests, notes = [], []
+    # notes: what this tick did (INFO); quiet: what it only saw again (DEBUG), so an idle tick logs nothing at INFO.
+    run_requests, notes, quiet = [], [], []
     for row in open_requests.itertuples(index=False):
         request_id = int(row.request_id)
         key = str(request_id)
         record = _run_for(context.instance, request_id)
         if record is not None:
             run = record.dagster_run
-            notes.append(f"request {request_id}: run {run.run_id} → {_record_run(wh, request_id, run)}")
+            status = _record_run(wh, request_id, run)
+            (notes if status != row.status else quiet).append(f"request {request_id}: run {run.run_id} → {status}")
             cursor["asked"].pop(key, None)
             if _stranded(record, request_id, now):
                 # Same key, the run's own config and tags: the daemon submits this run, creates none.
@@ -161,6 +163,8 @@ def segment_rerun_sensor(context: dg.SensorEvaluationContext, warehouse: Warehou
         ))
         cursor["asked"][key] = now.isoformat()
         notes.append(f"request {request_id}: launching {request.segment} for {month}")
+    for note in quiet:
+        context.log.debug(note)
     for note in notes:
         context.log.info(note)
     return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(cursor, sort_keys=True),
@@ -181,8 +185,8 @@ def _request_id(run: dg.DagsterRun) -> int | None:
 )
 def segment_rerun_succeeded(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
     request_id = _request_id(context.dagster_run)
-    if request_id is not None:
-        mark_request(warehouse.get(), request_id, "succeeded", run_id=context.dagster_run.run_id)
+    if request_id is not None and mark_request(warehouse.get(), request_id, "succeeded", run_id=context.dagster_run.run_id):
+        context.log.info(f"request {request_id}: run {context.dagster_run.run_id} → succeeded")
 
 
 @dg.run_failure_sensor(
@@ -203,8 +207,9 @@ def segment_rerun_failed(context: dg.RunFailureSensorContext, warehouse: Warehou
             if error is not None:
                 reason += " " + " ".join(error.message.split())[:500]
                 break
-        mark_request(warehouse.get(), request_id, "failed", run_id=context.dagster_run.run_id,
-                     message=f"run {context.dagster_run.run_id} failed: {reason}")
+        if mark_request(warehouse.get(), request_id, "failed", run_id=context.dagster_run.run_id,
+                        message=f"run {context.dagster_run.run_id} failed: {reason}"):
+            context.log.info(f"request {request_id}: run {context.dagster_run.run_id} → failed")
 
 
 rerun_sensors = [segment_rerun_sensor, segment_rerun_succeeded, segment_rerun_failed]

@@ -5,6 +5,12 @@ Every view is computed when it is read, so it never needs recreating when data a
 on SQLite and PostgreSQL; the few differences (date arithmetic) are chosen from the warehouse's
 dialect. No view exposes personal data (customer_profiles.email, first_name, last_name).
 
+Money (revenue, prices, CLTV, predicted revenue) is rounded to cents in the views, after any sum
+or average, and stays a floating-point column (REAL on SQLite, double precision on PostgreSQL, as
+in the tables): BI tools show 375.41, not 375.4065624999982, and can still compute with it. The
+tables keep full precision. PostgreSQL has no ROUND(double precision, int), hence the detour
+through numeric and back (`_money`).
+
 `create_views` (re)creates them all in one transaction; a view whose base table does not exist
 is skipped, with the missing table named. the README, section BI views documents each view for BI users.
 """
@@ -24,6 +30,13 @@ BROWSING_WINDOW_DAYS = 30  # sessions are counted over the as-of date and the 29
 FREQUENT_BROWSER_SESSIONS = 3  # Frequent Browser, Rare Buyer: at least this many sessions in the window
 
 
+def _money(wh: Warehouse, expression: str) -> str:
+    """`expression` rounded to cents, still a float column on both dialects."""
+    if wh.dialect == "postgresql":
+        return f"CAST(ROUND(CAST({expression} AS numeric), 2) AS double precision)"
+    return f"ROUND({expression}, 2)"
+
+
 def _purchases_per_customer(wh: Warehouse) -> str:
     return (
         "SELECT customer_id, SUM(revenue) AS cltv, COUNT(*) AS purchases, "
@@ -38,18 +51,23 @@ def _latest(wh: Warehouse, table: str) -> str:
 
 def _cltv_summary(wh: Warehouse) -> str:
     return (
-        "SELECT AVG(c.cltv) AS average_cltv, COUNT(*) AS customers, COALESCE(SUM(c.cltv), 0) AS total_revenue\n"
+        f"SELECT {_money(wh, 'AVG(c.cltv)')} AS average_cltv, COUNT(*) AS customers, "
+        f"{_money(wh, 'COALESCE(SUM(c.cltv), 0)')} AS total_revenue\n"
         f"FROM ({_purchases_per_customer(wh)}) AS c"
     )
 
 
 def _customer_cltv(wh: Warehouse) -> str:
-    return _purchases_per_customer(wh)
+    return (
+        f"SELECT c.customer_id, {_money(wh, 'c.cltv')} AS cltv, c.purchases, c.first_purchase_at, c.last_purchase_at\n"
+        f"FROM ({_purchases_per_customer(wh)}) AS c"
+    )
 
 
 def _cltv_by_location(wh: Warehouse) -> str:
     return (
-        "SELECT l.location, COUNT(*) AS customers, AVG(l.cltv) AS average_cltv, SUM(l.cltv) AS total_revenue\n"
+        f"SELECT l.location, COUNT(*) AS customers, {_money(wh, 'AVG(l.cltv)')} AS average_cltv, "
+        f"{_money(wh, 'SUM(l.cltv)')} AS total_revenue\n"
         "FROM (\n"
         "  SELECT CASE WHEN TRIM(p.location) <> '' THEN p.location ELSE 'unknown' END AS location, c.cltv\n"
         f"  FROM ({_purchases_per_customer(wh)}) AS c\n"
@@ -61,8 +79,8 @@ def _cltv_by_location(wh: Warehouse) -> str:
 
 def _customer_purchase_history(wh: Warehouse) -> str:
     return (
-        "SELECT customer_id, event_id, event_timestamp, event_date, product_id, category_id, price, quantity, "
-        "revenue, country, device_type, event_month\n"
+        "SELECT customer_id, event_id, event_timestamp, event_date, product_id, category_id, "
+        f"{_money(wh, 'price')} AS price, quantity, {_money(wh, 'revenue')} AS revenue, country, device_type, event_month\n"
         f"FROM {wh.qualified('raw_events')}\n"
         "WHERE event_type = 'purchase'"
     )
@@ -71,7 +89,7 @@ def _customer_purchase_history(wh: Warehouse) -> str:
 def _customer_activity(wh: Warehouse) -> str:
     return (
         "SELECT customer_id, event_type, event_date, COUNT(*) AS events, COUNT(DISTINCT session_id) AS sessions, "
-        "SUM(revenue) AS revenue\n"
+        f"{_money(wh, 'SUM(revenue)')} AS revenue\n"
         f"FROM {wh.qualified('raw_events')}\n"
         "GROUP BY customer_id, event_type, event_date"
     )
@@ -83,7 +101,8 @@ def _customer_behavioral_analysis(wh: Warehouse) -> str:
     return (
         "SELECT e.event_date, e.event_type, e.country, e.device_type, COUNT(*) AS events,\n"
         "  COUNT(DISTINCT e.session_id) AS sessions, COUNT(DISTINCT e.customer_id) AS customers,\n"
-        "  COUNT(DISTINCT CASE WHEN e.purchased = 1 THEN e.customer_id END) AS purchasers, SUM(e.revenue) AS revenue\n"
+        "  COUNT(DISTINCT CASE WHEN e.purchased = 1 THEN e.customer_id END) AS purchasers, "
+        f"{_money(wh, 'SUM(e.revenue)')} AS revenue\n"
         "FROM (\n"
         "  SELECT event_date, event_type, country, device_type, session_id, customer_id, revenue,\n"
         "    MAX(CASE WHEN event_type = 'purchase' THEN 1 ELSE 0 END)\n"
@@ -97,7 +116,8 @@ def _customer_behavioral_analysis(wh: Warehouse) -> str:
 def _segment_customers(wh: Warehouse) -> str:
     return (
         "SELECT s.as_of_month, s.customer_id, s.segment, s.rfm_segment, p.country, p.city, p.location, p.age,\n"
-        "  r.monetary AS lifetime_value, v.clv_score, v.predicted_revenue_24m, s.previous_segment, s.segment_changed\n"
+        f"  {_money(wh, 'r.monetary')} AS lifetime_value, v.clv_score, "
+        f"{_money(wh, 'v.predicted_revenue_24m')} AS predicted_revenue_24m, s.previous_segment, s.segment_changed\n"
         f"FROM {wh.qualified('customer_segments')} AS s\n"
         f"LEFT JOIN {wh.qualified('customer_profiles')} AS p ON p.customer_id = s.customer_id\n"
         f"LEFT JOIN {wh.qualified('customer_rfm')} AS r ON r.as_of_month = s.as_of_month AND r.customer_id = s.customer_id\n"
@@ -108,8 +128,9 @@ def _segment_customers(wh: Warehouse) -> str:
 
 def _segment_metrics_latest(wh: Warehouse) -> str:
     return (
-        "SELECT as_of_month, segment_type, segment, country, customers, share, avg_clv_score, avg_predicted_revenue,\n"
-        "  total_revenue, avg_recency_days, avg_frequency, computed_at\n"
+        "SELECT as_of_month, segment_type, segment, country, customers, share, avg_clv_score,\n"
+        f"  {_money(wh, 'avg_predicted_revenue')} AS avg_predicted_revenue, {_money(wh, 'total_revenue')} AS total_revenue,\n"
+        "  avg_recency_days, avg_frequency, computed_at\n"
         f"FROM {wh.qualified('segment_metrics')}\n"
         f"WHERE as_of_month = {_latest(wh, 'segment_metrics')}"
     )
@@ -144,7 +165,8 @@ def _customer_segmentation_suggestions(wh: Warehouse) -> str:
         "    WHEN r.frequency = 1 THEN 'a single purchase, ' || " + days + " || ' days ago'\n"
         "    ELSE CAST(r.frequency AS TEXT) || ' purchases, last one ' || " + days + " || ' days ago'\n"
         "  END AS reason,\n"
-        "  r.recency_days, r.frequency, r.monetary, r.m_score, COALESCE(b.sessions_30d, 0) AS sessions_30d\n"
+        f"  r.recency_days, r.frequency, {_money(wh, 'r.monetary')} AS monetary, r.m_score, "
+        "COALESCE(b.sessions_30d, 0) AS sessions_30d\n"
         f"FROM {rfm} AS r\n"
         "LEFT JOIN (\n"
         "  SELECT e.customer_id, COUNT(DISTINCT e.session_id) AS sessions_30d\n"
@@ -159,8 +181,9 @@ def _customer_segmentation_suggestions(wh: Warehouse) -> str:
 
 def _customer_clv_latest(wh: Warehouse) -> str:
     return (
-        "SELECT v.as_of_month, v.customer_id, v.clv_score, v.predicted_revenue_24m, v.churn_probability,\n"
-        "  r.recency_days AS recency, r.frequency, r.monetary, v.segment, v.computed_at\n"
+        f"SELECT v.as_of_month, v.customer_id, v.clv_score, {_money(wh, 'v.predicted_revenue_24m')} AS predicted_revenue_24m,\n"
+        f"  v.churn_probability, r.recency_days AS recency, r.frequency, {_money(wh, 'r.monetary')} AS monetary, "
+        "v.segment, v.computed_at\n"
         f"FROM {wh.qualified('customer_clv')} AS v\n"
         f"LEFT JOIN {wh.qualified('customer_rfm')} AS r ON r.as_of_month = v.as_of_month AND r.customer_id = v.customer_id\n"
         f"WHERE v.as_of_month = {_latest(wh, 'customer_clv')}"

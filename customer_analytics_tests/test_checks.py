@@ -77,9 +77,24 @@ def _insert_raw_event(warehouse, event_id, timestamp: datetime, month: date):
 
 # -- raw_events ---------------------------------------------------------------------------------
 
+def test_a_closed_month_without_events_warns_and_the_month_in_progress_does_not(warehouse, landing):
+    from customer_analytics.config import current_month, month_key
+
+    result = _materialize(warehouse, landing, ["raw_events", "rejected_events"], "2025-01")
+    assert result.success and _evaluations(result)["closed_month_has_events"].passed
+    empty = _materialize(warehouse, landing, ["raw_events", "rejected_events"], "2025-04")  # no file for April
+    assert empty.success, "a warning, not a failure"
+    check = _evaluations(empty)["closed_month_has_events"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "no events at all in 2025-04, a closed month" in check.description
+    now = _materialize(warehouse, landing, ["raw_events", "rejected_events"], month_key(current_month()))
+    assert _evaluations(now)["closed_month_has_events"].passed, "the month in progress may still be empty"
+
+
 def test_the_checks_are_partitioned_documented_and_state_their_tolerances():
     specs = {spec.name: spec for check in all_asset_checks for spec in check.check_specs}
-    assert set(specs) == {"no_duplicate_event_ids", "no_events_beyond_as_of", "no_revenue_outliers", "clv_model_quality"}
+    assert set(specs) == {"no_duplicate_event_ids", "no_events_beyond_as_of", "no_revenue_outliers",
+                          "closed_month_has_events", "clv_model_quality"}
     assert all(spec.partitions_def is not None for spec in specs.values())
     assert specs["no_duplicate_event_ids"].blocking and not specs["clv_model_quality"].blocking
     # The docstrings (the UI's descriptions) quote the constants: keep them in step.

@@ -61,8 +61,51 @@ def test_materialize_records_runs_in_the_instance(env, capsys):
     assert re.search(r"^raw_events\s+1$", out, re.MULTILINE), "the closing table counts the warehouse's rows"
     instance = dg.DagsterInstance.from_config(str(env / "dagster_home"))
     runs = instance.get_runs()
-    assert sorted(r.tags.get("partition") for r in runs) == ["2025-01", "2025-02"]
-    assert all(r.tags.get("trigger") == "cli" for r in runs)
+    assert sorted(r.tags.get("dagster/partition") for r in runs) == ["2025-01", "2025-02"]
+    assert all(r.tags.get("trigger") == "cli" and "partition" not in r.tags for r in runs), \
+        "the month is tagged once, as dagster/partition"
+
+
+# What the UI asks for: the job page lists runs by job name and the repository label tag
+# (`<repository>@<location>`, from the workspace), the Overview timeline groups them by their repositoryOrigin.
+UI_WORKSPACE_QUERY = """
+{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError {
+    __typename ... on RepositoryLocation { repositories { name pipelines { name } } } ... on PythonError { message } } } } } }
+"""
+UI_JOB_RUNS_QUERY = """
+query JobRuns($filter: RunsFilter) { runsOrError(filter: $filter) { __typename
+  ... on Runs { results { runId pipelineName tags { key value } repositoryOrigin { repositoryLocationName repositoryName } } }
+  ... on PythonError { message } } }
+"""
+
+
+def test_materialize_runs_are_listed_on_the_job_page_of_the_workspace_the_ui_loads(env, capsys):
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    from customer_analytics_tests.dagster_services import REPO_ROOT
+
+    write_ndjson(env / "landing" / "events" / "a.ndjson", [event("e1", "c1", "2025-02-10 10:00:00")])
+    assert main(["materialize", "--from", "2025-02", "--to", "2025-02", "--select", "raw_events"]) == 0, \
+        capsys.readouterr().out
+    instance = dg.DagsterInstance.from_config(str(env / "dagster_home"))
+    # workspace.yaml loaded as `make dev` loads it: a code server process for the module.
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(REPO_ROOT / "workspace.yaml")])) as process:
+        context = process.create_request_context()
+        entries = execute_dagster_graphql(context, UI_WORKSPACE_QUERY).data["workspaceOrError"]["locationEntries"]
+        jobs = [(entry["name"], repo["name"]) for entry in entries
+                for repo in entry["locationOrLoadError"].get("repositories", [])
+                for job in repo["pipelines"] if job["name"] == "customer_analytics_job"]
+        assert len(jobs) == 1, entries
+        location, repository = jobs[0]
+        page_filter = {"pipelineName": "customer_analytics_job",
+                       "tags": [{"key": ".dagster/repository", "value": f"{repository}@{location}"}]}
+        result = execute_dagster_graphql(context, UI_JOB_RUNS_QUERY, {"filter": page_filter})
+    runs = result.data["runsOrError"]["results"]
+    assert len(runs) == 1, result.data
+    assert runs[0]["repositoryOrigin"] == {"repositoryLocationName": location, "repositoryName": repository}
+    assert [t["key"] for t in runs[0]["tags"] if t["value"] == "2025-02"] == ["dagster/partition"], "the month once"
 
 
 def test_materialize_from_an_emptied_landing_folder_fails_and_keeps_the_months_until_allowed(env, capsys):
@@ -351,3 +394,45 @@ def test_config_of_the_wrong_shape_is_refused_before_the_run_starts(config_world
                                **({"partition_key": "2025-02"} if job.partitions_def else {}))
     assert instance.get_runs() == [], "no run was even created"
     assert snapshot(root) == before
+
+
+# -- generate-sample's months: by default they end with the month in progress -----------------------------------
+
+@pytest.mark.parametrize(("start", "months", "expected"), [
+    (None, None, ("2025-01", 24)),     # the first partition through the month in progress
+    (None, 12, ("2026-01", 12)),       # counted back from the month in progress
+    ("2026-06", None, ("2026-06", 7)),  # from --start through the month in progress
+    ("2025-03", 4, ("2025-03", 4)),    # both given: as given
+    (None, 24, ("2025-01", 24)),
+])
+def test_sample_months_end_with_the_month_in_progress_by_default(start, months, expected):
+    from customer_analytics.cli import _sample_months
+    from customer_analytics.config import month_key, parse_month
+
+    first, count = _sample_months(start and parse_month(start), months, date(2025, 1, 1), date(2026, 12, 1))
+    assert (month_key(first), count) == expected
+
+
+@pytest.mark.parametrize(("start", "months", "message"), [
+    ("2024-06", None, "--start 2024-06 begins before the first partition 2025-01 (CUSTOMER_ANALYTICS_START_MONTH)"),
+    (None, 25, "--months 25 (counted back from 2026-12) begins before the first partition 2025-01"),
+    ("2027-02", None, "--start 2027-02 is after the month in progress 2026-12"),
+])
+def test_sample_months_never_start_before_the_first_partition(start, months, message):
+    from customer_analytics.cli import UsageError, _sample_months
+    from customer_analytics.config import parse_month
+
+    with pytest.raises(UsageError, match=re.escape(message)) as refused:
+        _sample_months(start and parse_month(start), months, date(2025, 1, 1), date(2026, 12, 1))
+    if "before" in message:
+        assert "at most --months 24 to end with 2026-12" in str(refused.value)
+
+
+def test_generate_sample_by_default_ends_with_the_month_in_progress(env, monkeypatch, capsys):
+    from customer_analytics.config import add_months, current_month, month_key
+
+    now = current_month()
+    monkeypatch.setenv("CUSTOMER_ANALYTICS_START_MONTH", month_key(add_months(now, -2)))
+    assert main(["generate-sample", "--out", str(env / "sample"), "--customers", "30", "--bad-rate", "0"]) == 0
+    assert f"{month_key(add_months(now, -2))} .. {month_key(now)} (3 months)" in capsys.readouterr().out
+    assert (env / "sample" / "events" / f"{month_key(now)}.parquet").exists(), "the month in progress has events"

@@ -484,3 +484,17 @@ def test_short_ranges_and_tiny_samples(tmp_path, months):
         assert datetime(2024, 11, 1, tzinfo=timezone.utc) <= parse_timestamp(record["event_timestamp"]) < end
         assert problem({**record, "event_timestamp": "2025-06-01 00:00:00"}) is None
     assert (tmp_path / summary.redelivery_file).exists()
+
+
+def test_a_sample_until_a_moment_has_nothing_after_it_and_its_last_month_at_the_usual_pace(tmp_path):
+    import pandas as pd
+
+    until = datetime(2025, 3, 10, 12, tzinfo=timezone.utc)
+    generate_sample(tmp_path / "cut", customers=300, start="2025-01", months=3, seed=3, bad_rate=0.0, until=until)
+    generate_sample(tmp_path / "whole", customers=300, start="2025-01", months=3, seed=3, bad_rate=0.0)
+    cut, whole = (pd.read_parquet(tmp_path / name / "events" / "2025-03.parquet") for name in ("cut", "whole"))
+    stamps = pd.to_datetime(cut["event_timestamp"], utc=True, format="mixed")  # offsets and plain UTC, as shops send
+    assert stamps.max() < pd.Timestamp(until), "no event after `until`"
+    assert stamps.min() < pd.Timestamp("2025-03-02", tz="UTC"), "the month starts as usual"
+    # 9.5 of 31 days: roughly that share of a whole March's events, not a whole month squeezed in.
+    assert 0.15 < len(cut) / len(whole) < 0.5, (len(cut), len(whole))

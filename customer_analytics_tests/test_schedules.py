@@ -46,13 +46,13 @@ def test_stale_months_are_refreshed_too_oldest_first(warehouse_url):
              "as_of": at(1), "customers": 1} for m in (1, 2, 3)])
     requests = requests_at(datetime(2026, 3, 15, 2, tzinfo=timezone.utc))
     assert [r.partition_key for r in requests] == ["2025-02", "2025-03", "2026-03"]
-    assert requests[0].tags == {"trigger": "nightly_refresh:stale", "partition": "2025-02"}
+    assert requests[0].tags == {"trigger": "nightly_refresh:stale"}
 
 
 def test_mid_month_refreshes_the_month_in_progress_only():
     requests = requests_at(datetime(2026, 3, 15, 2, tzinfo=timezone.utc))
     assert [r.partition_key for r in requests] == ["2026-03"]
-    assert requests[0].tags == {"trigger": "nightly_refresh", "partition": "2026-03"}
+    assert requests[0].tags == {"trigger": "nightly_refresh"}
     assert requests[0].run_key == "nightly:2026-03@2026-03-15"
 
 

@@ -182,3 +182,38 @@ def test_run_status_sensors_finish_the_request(control):
         sensor_name="segment_rerun_failed", dagster_instance=instance, dagster_run=succeeded.dagster_run,
         dagster_event=failed.get_run_failure_event(), resources=resources).for_run_failure())
     assert requests(warehouse).loc[ok, "status"] == "succeeded"
+
+
+def test_a_tick_logs_at_info_only_what_it_changed(control):
+    """Quiet ticks (nothing pending, a run still going) log at DEBUG; a launch or a status it records, at INFO."""
+    import logging
+
+    warehouse, instance, resources = control
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+
+    def evaluate(instance, resources, cursor=None) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            context.log.setLevel(logging.DEBUG)  # the tick's own logger: see every line, then judge its level
+            context.log.addHandler(handler)
+            return segment_rerun_sensor(context)
+
+    def info_lines() -> list[str]:
+        lines = [r.getMessage() for r in records if r.levelno >= logging.INFO and "request " in r.getMessage()]
+        records.clear()
+        return lines
+
+    evaluate(instance, resources)
+    assert info_lines() == [], "an idle tick says nothing at INFO"
+    request_id = insert_raw(warehouse, segment="high", as_of_month=MONTH)
+    first = evaluate(instance, resources)
+    assert any(f"request {request_id}: launching" in line for line in info_lines())
+    run = instance.create_run_for_job(segment_rerun_job, run_config=first.run_requests[0].run_config,
+                                      tags=first.run_requests[0].tags, status=dg.DagsterRunStatus.STARTED)
+    evaluate(instance, resources, cursor=first.cursor)
+    assert any(f"run {run.run_id} → launched" in line for line in info_lines()), "pending → launched is news"
+    evaluate(instance, resources, cursor=first.cursor)
+    debug = [r.getMessage() for r in records if r.levelno == logging.DEBUG]
+    assert info_lines() == [], "the same run still going is not"
+    assert any(f"run {run.run_id} → launched" in line for line in debug), records

@@ -353,6 +353,52 @@ def test_segmentation_suggestions_first_matching_rule_wins(loaded):
 
 
 # -- creating the views -------------------------------------------------------------------------------------
+# Every money column of the views: rounded to cents, a float column still.
+MONEY_COLUMNS = {
+    "cltv_summary": ("average_cltv", "total_revenue"),
+    "customer_cltv": ("cltv",),
+    "cltv_by_location": ("average_cltv", "total_revenue"),
+    "customer_purchase_history": ("price", "revenue"),
+    "customer_activity": ("revenue",),
+    "customer_behavioral_analysis": ("revenue",),
+    "segment_customers": ("lifetime_value", "predicted_revenue_24m"),
+    "segment_metrics_latest": ("avg_predicted_revenue", "total_revenue"),
+    "customer_segmentation_suggestions": ("monetary",),
+    "customer_clv_latest": ("predicted_revenue_24m", "monetary"),
+}
+
+
+def test_money_in_views_is_rounded_to_cents_and_stays_a_float_column(loaded):
+    # Thirds and stray fractions, as sums and averages of real prices give (375.4065624999982).
+    with loaded.begin() as connection:
+        for table, columns in {"raw_events": ("price", "revenue"), "customer_rfm": ("monetary",),
+                               "customer_clv": ("predicted_revenue_24m",),
+                               "segment_metrics": ("avg_predicted_revenue", "total_revenue")}.items():
+            sets = ", ".join(f"{c} = {c} / 3.0 + 0.0012345" for c in columns)
+            connection.execute(text(f"UPDATE {loaded.qualified(table)} SET {sets}"))
+    checked = 0
+    for view, columns in MONEY_COLUMNS.items():
+        for column in columns:
+            values = [row[0] for row in _query(loaded, f"SELECT {column} FROM {{{view}}}") if row[0] is not None]
+            assert values, f"{view}.{column}: no values to check"
+            assert all(isinstance(v, float) for v in values), f"{view}.{column} is not a float column: {values[:3]}"
+            assert all(v == round(v, 2) for v in values), f"{view}.{column} not rounded to cents: {values[:5]}"
+            checked += len(values)
+    assert checked > 50
+    if loaded.dialect == "postgresql":
+        types = dict(_query(loaded, "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
+                                    "WHERE table_schema = :schema", schema=loaded.schema))
+        assert {f"{v}.{c}": types[f"{v}.{c}"] for v, cs in MONEY_COLUMNS.items() for c in cs} == \
+            {f"{v}.{c}": "double precision" for v, cs in MONEY_COLUMNS.items() for c in cs}
+    else:
+        for view, columns in MONEY_COLUMNS.items():
+            kinds = _query(loaded, f"SELECT DISTINCT {', '.join(f'typeof({c})' for c in columns)} FROM {{{view}}}")
+            assert {k for row in kinds for k in row} <= {"real", "null"}, (view, kinds)
+    # Rounded after summing, not summed from rounded figures.
+    exact = _query(loaded, "SELECT SUM(revenue) / COUNT(DISTINCT customer_id) FROM {raw_events} WHERE event_type = 'purchase'")
+    assert _query(loaded, "SELECT average_cltv FROM {cltv_summary}") == [(round(exact[0][0], 2),)]
+
+
 def test_create_views_twice_is_fine(loaded):
     assert create_views(loaded) == {name: "created" for name in VIEW_NAMES}
     assert _query(loaded, "SELECT customers FROM {cltv_summary}") == [(4,)]
