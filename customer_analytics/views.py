@@ -195,7 +195,8 @@ def _customer_events(wh: Warehouse) -> str:
     # DESC, LIMIT n); customer_activity is the daily aggregate of the same rows.
     return (
         "SELECT customer_id, event_id, event_type, event_timestamp, event_date, session_id, page_url, product_id,\n"
-        "  category_id, price, quantity, revenue, device_type, country, event_month\n"
+        f"  category_id, {_money(wh, 'price')} AS price, quantity, {_money(wh, 'revenue')} AS revenue, device_type, "
+        "country, event_month\n"
         f"FROM {wh.qualified('raw_events')}"
     )
 
@@ -205,8 +206,9 @@ def _cohort_ltv_latest(wh: Warehouse) -> str:
     return (
         "SELECT as_of_month, granularity,\n"
         "  CASE granularity WHEN 'month' THEN 'monthly' WHEN 'week' THEN 'weekly' ELSE granularity END AS period_granularity,\n"
-        "  cohort_start, period, period_start, customers, active_customers, period_revenue, cumulative_revenue,\n"
-        "  cumulative_revenue_per_customer, as_of_date\n"
+        f"  cohort_start, period, period_start, customers, active_customers, {_money(wh, 'period_revenue')} AS period_revenue,\n"
+        f"  {_money(wh, 'cumulative_revenue')} AS cumulative_revenue,\n"
+        f"  {_money(wh, 'cumulative_revenue_per_customer')} AS cumulative_revenue_per_customer, as_of_date\n"
         f"FROM {wh.qualified('cohort_ltv')}\n"
         f"WHERE as_of_month = {_latest(wh, 'cohort_ltv')}"
     )
@@ -214,7 +216,8 @@ def _cohort_ltv_latest(wh: Warehouse) -> str:
 
 def _ltv_summary_latest(wh: Warehouse) -> str:
     return (
-        "SELECT as_of_month, average_ltv_30d, average_ltv_90d, customers_30d, customers_90d, as_of, as_of_date\n"
+        f"SELECT as_of_month, {_money(wh, 'average_ltv_30d')} AS average_ltv_30d, {_money(wh, 'average_ltv_90d')} AS average_ltv_90d,\n"
+        "  customers_30d, customers_90d, as_of, as_of_date\n"
         f"FROM {wh.qualified('ltv_summary')}\n"
         f"WHERE as_of_month = {_latest(wh, 'ltv_summary')}"
     )

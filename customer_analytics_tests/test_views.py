@@ -365,15 +365,21 @@ MONEY_COLUMNS = {
     "segment_metrics_latest": ("avg_predicted_revenue", "total_revenue"),
     "customer_segmentation_suggestions": ("monetary",),
     "customer_clv_latest": ("predicted_revenue_24m", "monetary"),
+    "customer_events": ("price", "revenue"),
+    "cohort_ltv_latest": ("period_revenue", "cumulative_revenue", "cumulative_revenue_per_customer"),
+    "ltv_summary_latest": ("average_ltv_30d", "average_ltv_90d"),
 }
 
 
 def test_money_in_views_is_rounded_to_cents_and_stays_a_float_column(loaded):
+    _load_cohorts(loaded)
     # Thirds and stray fractions, as sums and averages of real prices give (375.4065624999982).
     with loaded.begin() as connection:
         for table, columns in {"raw_events": ("price", "revenue"), "customer_rfm": ("monetary",),
                                "customer_clv": ("predicted_revenue_24m",),
-                               "segment_metrics": ("avg_predicted_revenue", "total_revenue")}.items():
+                               "segment_metrics": ("avg_predicted_revenue", "total_revenue"),
+                               "cohort_ltv": ("period_revenue", "cumulative_revenue", "cumulative_revenue_per_customer"),
+                               "ltv_summary": ("average_ltv_30d", "average_ltv_90d")}.items():
             sets = ", ".join(f"{c} = {c} / 3.0 + 0.0012345" for c in columns)
             connection.execute(text(f"UPDATE {loaded.qualified(table)} SET {sets}"))
     checked = 0
@@ -469,7 +475,8 @@ def test_customer_events_lists_each_event_of_a_customer(loaded):
                     for r in expected.head(3).itertuples()]
 
 
-def test_cohort_and_ltv_summary_latest_read_the_latest_month_and_spell_the_granularity_both_ways(loaded):
+def _load_cohorts(loaded) -> None:
+    """cohort_ltv and ltv_summary rows for January and February (cumulative revenue 10, then 30)."""
     from customer_analytics.resources.tables import cohort_ltv, ltv_summary
 
     for month, revenue in (("2025-01", 10.0), ("2025-02", 30.0)):
@@ -480,10 +487,14 @@ def test_cohort_and_ltv_summary_latest_read_the_latest_month_and_spell_the_granu
             for granularity in ("month", "week")
         ]).assign(as_of_month=pd.Timestamp(_month(month)), as_of_date=pd.Timestamp(AS_OF_DATE[month]), computed_at=NOW)
         _replace_month(loaded, cohort_ltv, month, cohorts)
-        summary = pd.DataFrame([{"average_ltv_30d": revenue, "average_ltv_90d": None, "customers_30d": 2, "customers_90d": 0}])
+        summary = pd.DataFrame([{"average_ltv_30d": revenue, "average_ltv_90d": revenue * 2, "customers_30d": 2, "customers_90d": 1}])
         summary = summary.assign(as_of_month=pd.Timestamp(_month(month)), as_of_date=pd.Timestamp(AS_OF_DATE[month]),
                                  as_of=pd.Timestamp(AS_OF_DATE[month], tz=UTC) + pd.Timedelta(days=1), computed_at=NOW)
         _replace_month(loaded, ltv_summary, month, summary)
+
+
+def test_cohort_and_ltv_summary_latest_read_the_latest_month_and_spell_the_granularity_both_ways(loaded):
+    _load_cohorts(loaded)
     assert _query(loaded, "SELECT as_of_month, granularity, period_granularity, cumulative_revenue FROM {cohort_ltv_latest} "
                           "ORDER BY granularity") == [("2025-02-01", "month", "monthly", 30.0), ("2025-02-01", "week", "weekly", 30.0)]
     assert _query(loaded, "SELECT as_of_month, average_ltv_30d, customers_30d FROM {ltv_summary_latest}") == [("2025-02-01", 30.0, 2)]
