@@ -203,14 +203,31 @@ def _customer_events(wh: Warehouse) -> str:
 
 def _cohort_ltv_latest(wh: Warehouse) -> str:
     # `period_granularity` spells the cut as LTV-cohort APIs do (monthly / weekly) beside `granularity`.
+    # `days_since_cohort_end` expresses their `range` (24h / 7d / 30d / 90d: the cohorts with a first
+    # purchase in the last N days are those with days_since_cohort_end < N) without date arithmetic.
+    if wh.dialect == "postgresql":
+        cohort_end = ("CASE granularity WHEN 'week' THEN cohort_start + 6 "
+                      "ELSE CAST(cohort_start + INTERVAL '1 month' - INTERVAL '1 day' AS DATE) END")
+        days_since = "({date} - {start})"
+    else:
+        cohort_end = ("CASE granularity WHEN 'week' THEN date(cohort_start, '+6 days') "
+                      "ELSE date(cohort_start, '+1 month', '-1 day') END")
+        days_since = "CAST(julianday({date}) - julianday({start}) AS INTEGER)"
     return (
-        "SELECT as_of_month, granularity,\n"
-        "  CASE granularity WHEN 'month' THEN 'monthly' WHEN 'week' THEN 'weekly' ELSE granularity END AS period_granularity,\n"
-        f"  cohort_start, period, period_start, customers, active_customers, {_money(wh, 'period_revenue')} AS period_revenue,\n"
-        f"  {_money(wh, 'cumulative_revenue')} AS cumulative_revenue,\n"
-        f"  {_money(wh, 'cumulative_revenue_per_customer')} AS cumulative_revenue_per_customer, as_of_date\n"
-        f"FROM {wh.qualified('cohort_ltv')}\n"
-        f"WHERE as_of_month = {_latest(wh, 'cohort_ltv')}"
+        "SELECT as_of_month, granularity, period_granularity, cohort_start, cohort_end,\n"
+        f"  {days_since.format(date='as_of_date', start='cohort_start')} AS days_since_cohort_start,\n"
+        f"  {days_since.format(date='as_of_date', start='cohort_end')} AS days_since_cohort_end,\n"
+        "  period, period_start, customers, active_customers, period_revenue, cumulative_revenue,\n"
+        "  cumulative_revenue_per_customer, as_of_date\n"
+        "FROM (\n"
+        "  SELECT as_of_month, granularity,\n"
+        "    CASE granularity WHEN 'month' THEN 'monthly' WHEN 'week' THEN 'weekly' ELSE granularity END AS period_granularity,\n"
+        f"    cohort_start, {cohort_end} AS cohort_end, period, period_start, customers, active_customers,\n"
+        f"    {_money(wh, 'period_revenue')} AS period_revenue, {_money(wh, 'cumulative_revenue')} AS cumulative_revenue,\n"
+        f"    {_money(wh, 'cumulative_revenue_per_customer')} AS cumulative_revenue_per_customer, as_of_date\n"
+        f"  FROM {wh.qualified('cohort_ltv')}\n"
+        f"  WHERE as_of_month = {_latest(wh, 'cohort_ltv')}\n"
+        ") AS c"
     )
 
 
@@ -250,7 +267,8 @@ _VIEWS: dict[str, tuple[tuple[str, ...], Callable[[Warehouse], str], str]] = {
                         "list; filter by customer_id, order by event_timestamp, limit."),
     "cohort_ltv_latest": (("cohort_ltv",), _cohort_ltv_latest,
                           "cohort_ltv rows of the latest month, with period_granularity 'monthly' / 'weekly' beside "
-                          "granularity 'month' / 'week'."),
+                          "granularity 'month' / 'week', and the cohort's last day and age in days (an API's range=90d "
+                          "is days_since_cohort_end < 90)."),
     "ltv_summary_latest": (("ltv_summary",), _ltv_summary_latest, "ltv_summary row of the latest month."),
 }
 

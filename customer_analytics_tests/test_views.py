@@ -497,4 +497,10 @@ def test_cohort_and_ltv_summary_latest_read_the_latest_month_and_spell_the_granu
     _load_cohorts(loaded)
     assert _query(loaded, "SELECT as_of_month, granularity, period_granularity, cumulative_revenue FROM {cohort_ltv_latest} "
                           "ORDER BY granularity") == [("2025-02-01", "month", "monthly", 30.0), ("2025-02-01", "week", "weekly", 30.0)]
+    # The cohort's last day and age, for an API's range: January (to 01-31) and the week of 2024-12-30 (to 01-05).
+    as_of = date.fromisoformat(str(AS_OF_DATE["2025-02"])[:10])
+    rows = _query(loaded, "SELECT granularity, cohort_end, days_since_cohort_start, days_since_cohort_end FROM {cohort_ltv_latest} "
+                          "ORDER BY granularity")
+    assert rows == [("month", "2025-01-31", (as_of - date(2025, 1, 1)).days, (as_of - date(2025, 1, 31)).days),
+                    ("week", "2025-01-05", (as_of - date(2024, 12, 30)).days, (as_of - date(2025, 1, 5)).days)]
     assert _query(loaded, "SELECT as_of_month, average_ltv_30d, customers_30d FROM {ltv_summary_latest}") == [("2025-02-01", 30.0, 2)]
