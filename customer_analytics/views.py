@@ -22,12 +22,13 @@ from collections.abc import Callable
 from sqlalchemy import inspect, text
 
 from customer_analytics.resources.warehouse import Warehouse, lock_key
-
-# Thresholds of customer_segmentation_suggestions (documented in the README, section BI views).
-ACTIVE_DAYS = 30  # High Value Active: last purchase at most this many days before the as-of date
-LAPSING_DAYS = 90  # Lapsing Big Spender: last purchase more than this many days before
-BROWSING_WINDOW_DAYS = 30  # sessions are counted over the as-of date and the 29 days before it
-FREQUENT_BROWSER_SESSIONS = 3  # Frequent Browser, Rare Buyer: at least this many sessions in the window
+# The suggestions' thresholds: defined once, beside the segments' rules in words (segment_definitions).
+from customer_analytics.transforms.segments import (
+    ACTIVE_DAYS,
+    BROWSING_WINDOW_DAYS,
+    FREQUENT_BROWSER_SESSIONS,
+    LAPSING_DAYS,
+)
 
 
 def _money(wh: Warehouse, expression: str) -> str:
@@ -179,6 +180,30 @@ def _customer_segmentation_suggestions(wh: Warehouse) -> str:
     )
 
 
+def _segment_members(wh: Warehouse) -> str:
+    # One `segment_name` to filter on, whichever kind of segment it names (segment_definitions has them all):
+    # a customer of the latest month appears once per kind (value, RFM, behavioural).
+    names = (
+        "  SELECT s.as_of_month, s.customer_id, 'value-based' AS segment_type, s.segment AS segment_name\n"
+        f"  FROM {wh.qualified('customer_segments')} AS s WHERE s.as_of_month = {_latest(wh, 'customer_segments')}\n"
+        "  UNION ALL\n"
+        "  SELECT s.as_of_month, s.customer_id, 'rfm', s.rfm_segment\n"
+        f"  FROM {wh.qualified('customer_segments')} AS s WHERE s.as_of_month = {_latest(wh, 'customer_segments')}\n"
+        "    AND s.rfm_segment IS NOT NULL\n"
+        "  UNION ALL\n"
+        "  SELECT g.as_of_month, g.customer_id, 'behavioral', g.suggested_segment\n"
+        f"  FROM ({_customer_segmentation_suggestions(wh)}) AS g"
+    )
+    return (
+        "SELECT m.as_of_month, m.customer_id, m.segment_type, m.segment_name, p.country, p.city, p.location, p.age,\n"
+        f"  {_money(wh, 'r.monetary')} AS lifetime_value, v.clv_score, {_money(wh, 'v.predicted_revenue_24m')} AS predicted_revenue_24m\n"
+        f"FROM (\n{names}\n) AS m\n"
+        f"LEFT JOIN {wh.qualified('customer_profiles')} AS p ON p.customer_id = m.customer_id\n"
+        f"LEFT JOIN {wh.qualified('customer_rfm')} AS r ON r.as_of_month = m.as_of_month AND r.customer_id = m.customer_id\n"
+        f"LEFT JOIN {wh.qualified('customer_clv')} AS v ON v.as_of_month = m.as_of_month AND v.customer_id = m.customer_id"
+    )
+
+
 def _customer_clv_latest(wh: Warehouse) -> str:
     return (
         f"SELECT v.as_of_month, v.customer_id, v.clv_score, {_money(wh, 'v.predicted_revenue_24m')} AS predicted_revenue_24m,\n"
@@ -262,6 +287,10 @@ _VIEWS: dict[str, tuple[tuple[str, ...], Callable[[Warehouse], str], str]] = {
                                           "A suggested behavioural segment and its reason per customer, latest month (first matching rule)."),
     "customer_clv_latest": (("customer_clv", "customer_rfm"), _customer_clv_latest,
                             "CLV scores of the latest month with that month's recency, frequency and monetary."),
+    "segment_members": (("customer_segments", "customer_rfm", "raw_events", "customer_profiles", "customer_clv"),
+                        _segment_members,
+                        "Members of every segment of the latest month under one segment_name (value, RFM or behavioural, "
+                        "as in segment_definitions), with country, age, lifetime value and CLV to filter on."),
     "customer_events": (("raw_events",), _customer_events,
                         "One row per event (type, time, session, page, product, revenue): a customer's activity "
                         "list; filter by customer_id, order by event_timestamp, limit."),

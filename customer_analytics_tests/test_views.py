@@ -366,6 +366,7 @@ MONEY_COLUMNS = {
     "customer_segmentation_suggestions": ("monetary",),
     "customer_clv_latest": ("predicted_revenue_24m", "monetary"),
     "customer_events": ("price", "revenue"),
+    "segment_members": ("lifetime_value", "predicted_revenue_24m"),
     "cohort_ltv_latest": ("period_revenue", "cumulative_revenue", "cumulative_revenue_per_customer"),
     "ltv_summary_latest": ("average_ltv_30d", "average_ltv_90d"),
 }
@@ -431,11 +432,11 @@ def test_views_with_a_missing_base_table_are_skipped_with_the_reason(loaded):
     assert results["segment_metrics_latest"] == "skipped: missing table segment_metrics"
     assert results["segment_customers"] == "skipped: missing table customer_segments"
     assert {name for name, status in results.items() if status == "created"} == set(VIEW_NAMES) - {
-        "segment_metrics_latest", "segment_customers"}
+        "segment_metrics_latest", "segment_customers", "segment_members"}
     schema = loaded.schema if loaded.dialect == "postgresql" else None
     with loaded.connect() as connection:
         views = set(inspect(connection).get_view_names(schema=schema))
-    assert views == set(VIEW_NAMES) - {"segment_metrics_latest", "segment_customers"}  # no stale copies left
+    assert views == set(VIEW_NAMES) - {"segment_metrics_latest", "segment_customers", "segment_members"}  # no stale copies left
     _drop_table(loaded, "customer_clv")
     results = create_views(loaded)
     assert results["segment_customers"] == "skipped: missing tables customer_segments, customer_clv"
@@ -504,3 +505,24 @@ def test_cohort_and_ltv_summary_latest_read_the_latest_month_and_spell_the_granu
     assert rows == [("month", "2025-01-31", (as_of - date(2025, 1, 1)).days, (as_of - date(2025, 1, 31)).days),
                     ("week", "2025-01-05", (as_of - date(2024, 12, 30)).days, (as_of - date(2025, 1, 5)).days)]
     assert _query(loaded, "SELECT as_of_month, average_ltv_30d, customers_30d FROM {ltv_summary_latest}") == [("2025-02-01", 30.0, 2)]
+
+
+def test_segment_members_answers_one_segment_name_whatever_its_kind(loaded):
+    expected = {}
+    for customer, segment, rfm_segment, *_rest in SEGMENTS["2025-02"]:
+        expected.setdefault(segment, set()).add(customer)
+        if rfm_segment is not None:
+            expected.setdefault(rfm_segment, set()).add(customer)
+    suggested = _query(loaded, "SELECT customer_id, suggested_segment FROM {customer_segmentation_suggestions}")
+    for customer, name in suggested:
+        expected.setdefault(name, set()).add(customer)
+    rows = _query(loaded, "SELECT segment_name, customer_id FROM {segment_members}")
+    found = {}
+    for name, customer in rows:
+        found.setdefault(name, set()).add(customer)
+    assert found == expected and suggested
+    # Tinybird's segment_customers filters: a segment name, a country, an age range, a minimum lifetime value.
+    high = _query(loaded, "SELECT customer_id FROM {segment_members} WHERE segment_name = 'high' AND lifetime_value >= 50 "
+                          "ORDER BY customer_id")
+    rfm = {customer: monetary for customer, _r, _f, monetary, _m in RFM["2025-02"]}
+    assert high == [(c,) for c in sorted(expected["high"]) if rfm.get(c, 0) >= 50]

@@ -82,8 +82,27 @@ def segment_migration(segments: pd.DataFrame) -> pd.DataFrame:
     return counted.rename(columns={"segment": "to_segment"})
 
 
+# Thresholds of the behavioural segments suggested per customer (the view customer_segmentation_suggestions).
+ACTIVE_DAYS = 30  # High Value Active: last purchase at most this many days before the as-of date
+LAPSING_DAYS = 90  # Lapsing Big Spender: last purchase more than this many days before
+BROWSING_WINDOW_DAYS = 30  # sessions are counted over the as-of date and the 29 days before it
+FREQUENT_BROWSER_SESSIONS = 3  # Frequent Browser, Rare Buyer: at least this many sessions in the window
+
+# The suggested segments in the order their rules are tried (the first that holds wins).
+BEHAVIORAL_SEGMENTS = (
+    ("High Value Active", "Top spenders who bought recently.",
+     f"m_score = 5 and recency_days <= {ACTIVE_DAYS}"),
+    ("Lapsing Big Spender", "High spenders who have not bought for a while.",
+     f"m_score >= 4 and recency_days > {LAPSING_DAYS}"),
+    ("Frequent Browser, Rare Buyer", "Many sessions lately, at most one purchase ever.",
+     f"sessions in the last {BROWSING_WINDOW_DAYS} days >= {FREQUENT_BROWSER_SESSIONS} and frequency <= 1"),
+    ("One-time Buyer", "A single purchase so far.", "frequency = 1"),
+    ("Regular", "Every other purchasing customer.", "none of the rules above"),
+)
+
+
 def segment_definitions(settings: ClvSettings, rfm_map: pd.DataFrame) -> pd.DataFrame:
-    """Every value and RFM segment with its rule in words (segment_id, name, description, rules, type)."""
+    """Every value, RFM and behavioural segment with its rule in words (segment_id, name, description, rules, type)."""
     value = [
         ("value:at_risk", "at_risk", "Customers likely to have stopped buying.",
          f"churn_probability >= {settings.at_risk_churn}"),
@@ -104,4 +123,7 @@ def segment_definitions(settings: ClvSettings, rfm_map: pd.DataFrame) -> pd.Data
                              f"{rule.fm_max} (rule {rule.priority}; the first matching rule wins)",
             "segment_type": "rfm",
         })
+    for priority, (name, description, rule) in enumerate(BEHAVIORAL_SEGMENTS, start=1):
+        rows.append({"segment_id": f"behavioral:{name}", "segment_name": name, "segment_description": description,
+                     "segment_rules": f"{rule} (rule {priority}; the first matching rule wins)", "segment_type": "behavioral"})
     return pd.DataFrame(rows)

@@ -52,8 +52,11 @@ def test_migration_counts_moves_and_newcomers():
 
 def test_definitions_cover_every_segment_with_its_thresholds():
     definitions = segment_definitions(ClvSettings(high_score=70), DEFAULT_SEGMENT_MAP).set_index("segment_id")
-    assert len(definitions) == 4 + len(DEFAULT_SEGMENT_MAP)
+    assert len(definitions) == 4 + len(DEFAULT_SEGMENT_MAP) + 5
     assert "clv_score >= 70" in definitions.loc["value:high", "segment_rules"]
+    # The behavioural segments the suggestions view assigns are defined too, with their thresholds.
+    assert definitions.loc["behavioral:High Value Active", "segment_rules"].startswith("m_score = 5 and recency_days <= 30")
+    assert (definitions["segment_type"] == "behavioral").sum() == 5
     assert definitions.loc["rfm:Champions", "segment_type"] == "rfm"
     assert "r_score between 4 and 5" in definitions.loc["rfm:Champions", "segment_rules"]
 
