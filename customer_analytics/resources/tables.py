@@ -415,11 +415,11 @@ segment_migration = Table(
 segment_definitions = Table(
     "segment_definitions",
     metadata,
-    Column("segment_id", String, primary_key=True, comment="'value:<name>' or 'rfm:<name>'."),
-    Column("segment_name", String, nullable=False, comment="The name used in customer_segments and segment_metrics."),
+    Column("segment_id", String, primary_key=True, comment="'value:<name>', 'rfm:<name>' or 'behavioral:<name>'."),
+    Column("segment_name", String, nullable=False, comment="The name used in customer_segments and segment_metrics (behavioural ones: customer_segmentation_suggestions); segment_members takes every kind under this name."),
     Column("segment_description", Text, comment="What the segment means."),
     Column("segment_rules", Text, nullable=False, comment="The rule, in words and thresholds."),
-    Column("segment_type", String, nullable=False, comment="'value-based' or 'rfm'."),
+    Column("segment_type", String, nullable=False, comment="'value-based', 'rfm' or 'behavioral'."),
     Column("creation_date", Date, nullable=False, comment="When the segment first appeared."),
     Column("update_date", Date, nullable=False, comment="When its rule or description last changed."),
 )
