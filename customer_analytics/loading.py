@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from customer_analytics.config import DEFAULT_MAX_SHRINK, month_key, parse_month
 from customer_analytics.resources.landing import (
@@ -355,8 +355,7 @@ def _load_month_once(warehouse, files, manifest, unreadable, month, first_month,
                                                    _manifest_months(manifest, first_month, last_month))
             _quarantine_decisions(replacement, rejects, files, month, decisions, report)
             remove_from_other_months(replacement, decisions, month, now)
-            before = int(replacement.query(f"SELECT COUNT(*) AS n FROM {warehouse.qualified(raw_events.name)} "
-                                           "WHERE event_month = :month", {"month": month})["n"].iloc[0])
+            before = replacement.scalar(select(func.count()).select_from(raw_events).where(raw_events.c.event_month == month))
             _guard_shrink(report, before, report.loaded, **shrink)
             report.check_reconciles()
             report.changed = record_load(replacement, month, month_ids, lost, rows=report.loaded, at=now, run_id=run_id)
@@ -544,6 +543,6 @@ def load_profiles(warehouse: Warehouse, landing_dir: str, *, run_id: str = "", s
         rejects.flush()
         replacement.append(customer_profiles, merged)
         report.check_reconciles()
-        before = int(replacement.query(f"SELECT COUNT(*) AS n FROM {warehouse.qualified(customer_profiles.name)}", {})["n"].iloc[0])
+        before = replacement.scalar(select(func.count()).select_from(customer_profiles))
         _guard_shrink(report, before, len(merged), allow=allow_shrink, max_shrink=max_shrink)
     return report

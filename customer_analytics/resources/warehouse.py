@@ -569,7 +569,11 @@ class Replacement:
         if self.postgres:
             # Always the same order, so two writers needing overlapping locks cannot deadlock.
             for name in sorted(set(self.lock_names)):
-                self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(self.warehouse.schema, name)})
+                self._lock(name)
+
+    def _lock(self, name: str) -> None:
+        """PostgreSQL: the advisory lock `name` of this schema, until the transaction ends."""
+        self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(self.warehouse.schema, name)})
 
     def replace_partition(self, table: Table, month: date) -> None:
         """Publishing will make the staged rows *all* of `table`'s `month` partition."""
@@ -767,6 +771,11 @@ class Replacement:
         result = self.connection.execute(text(sql), self.warehouse.sql_params(params))
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
+    def scalar(self, statement) -> Any:
+        """One value of a SQLAlchemy statement on the replacement's connection (it sees the staged rows)."""
+        self._sync()
+        return self.connection.execute(statement).scalar()
+
     def query_binary(self, sql: str) -> list[tuple]:
         """A query's rows on the replacement's connection in PostgreSQL's binary format: bytea arrives
         as it is stored, not hex-encoded at twice its size (five months' id hashes, 20 MB: 48 ms against 157 ms)."""
@@ -817,7 +826,7 @@ class Replacement:
             self._transaction = self.connection.execution_options(sqlite_begin="IMMEDIATE").begin()
         for lock_name, function in self._before_publish:
             if self.postgres:
-                self.connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(self.warehouse.schema, lock_name)})
+                self._lock(lock_name)
             function(self)
         self._sync()
         if self._copier is not None:
