@@ -16,22 +16,6 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-# Tables that are no asset of their own: what each is for, in a line.
-BOOKKEEPING = {
-    "cohort_activity": "Purchases per cohort and period of one summary month, kept with the month's history; "
-                       "cohort_ltv adds these up.",
-    "cohort_activity_builds": "When each month's cohort_activity was built.",
-    "customer_history_builds": "How and when each month's customer_history was built (incremental or full).",
-    "landing_files": "The manifest: each landing file's size, modification time and months, so a month's load "
-                     "skips files that cannot hold it.",
-    "raw_events_loads": "One row per loaded month of raw_events: when it last loaded and changed, and its event "
-                        "id hashes (redeliveries across months, stale months).",
-    "rerun_requests": "The control table of segment reruns: `customer-analytics request-rerun` writes a row, "
-                      "segment_rerun_sensor launches it and records the outcome.",
-    "rfm_segment_map": "The rules naming RFM segments from R and FM scores, tried in priority order.",
-}
-
-
 def _cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ").strip()
 
@@ -43,7 +27,7 @@ def _tables_section(graph) -> list[str]:
     assets = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
     for table in sorted(metadata.tables.values(), key=lambda t: t.name):
         node = assets.get(table.name)
-        what = node.description if node is not None else BOOKKEEPING.get(table.name, table.comment)
+        what = node.description if node is not None else table.comment  # bookkeeping tables describe themselves
         lines += [f"### `{table.name}`", "", _cell(what), ""]
         facts = []
         if node is not None:

@@ -17,8 +17,12 @@ def test_the_committed_reference_is_the_rendered_one():
 
 def test_every_table_column_and_view_is_documented():
     rendered = render()
+    from customer_analytics.definitions import defs
+
+    assets = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     for table in metadata.tables.values():
         assert f"### `{table.name}`" in rendered
+        assert table.name in assets or table.comment, f"{table.name} is no asset and says nothing of itself (Table comment)"
         for column in table.columns:
             assert column.comment, f"{table.name}.{column.name} has no comment"
             assert f"| `{column.name}` |" in rendered

@@ -176,6 +176,7 @@ landing_files = Table(
     Column("months", Text, nullable=False, comment="Comma-separated YYYY-MM months holding at least one record; '' if none."),
     Column("records", BigInteger, nullable=False, comment="Records read from the file."),
     Column("scanned_at", UTC_TIMESTAMP, nullable=False, comment="When the file was last read completely."),
+    comment="The manifest: each landing file's size, modification time and months, so a month's load skips files that cannot hold it.",
 )
 
 
@@ -264,6 +265,7 @@ customer_history_builds = Table(
     Column("built_at", UTC_TIMESTAMP, nullable=False, comment="When it was built. Builds are serialized, so a history built before an earlier month's is stale and is never extended."),
     Column("as_of", UTC_TIMESTAMP, nullable=False, comment="The history's as_of: only a history as of its month's end is extended."),
     Column("customers", BigInteger, nullable=False, comment="Rows written."),
+    comment="How and when each month's customer_history was built (incremental or full).",
 )
 
 cohort_activity = Table(
@@ -278,6 +280,7 @@ cohort_activity = Table(
     Column("computed_at", UTC_TIMESTAMP, nullable=False, comment="When this row was computed."),
     PrimaryKeyConstraint("summary_month", "granularity", "cohort_start", "period_start", name="cohort_activity_pkey"),
     **_partitioned("summary_month"),
+    comment="Purchases per cohort and period of one summary month, kept with the month's history; cohort_ltv adds these up.",
 )
 
 cohort_activity_builds = Table(
@@ -285,6 +288,7 @@ cohort_activity_builds = Table(
     metadata,
     Column("summary_month", Date, primary_key=True, comment="The cohort_activity partition built."),
     Column("built_at", UTC_TIMESTAMP, nullable=False, comment="Same as the month's customer_history_builds.built_at: both are built in one transaction."),
+    comment="When each month's cohort_activity was built.",
 )
 
 rfm_segment_map = Table(
@@ -297,6 +301,7 @@ rfm_segment_map = Table(
     Column("fm_min", Integer, nullable=False, comment="Lowest FM score (mean of F and M, rounded half up)."),
     Column("fm_max", Integer, nullable=False, comment="Highest FM score."),
     Column("description", Text, comment="What the segment means."),
+    comment='The rules naming RFM segments from R and FM scores, tried in priority order.',
 )
 
 customer_rfm = Table(
@@ -473,4 +478,5 @@ rerun_requests = Table(
     Column("computed", BigInteger, comment="Customers the run rescored (rows written to customer_clv); NULL until it succeeds."),
     Column("errors", BigInteger, comment="Listed customers the run could not score (no purchase before the month's as-of); NULL until it succeeds."),
     Index("rerun_requests_status_idx", "status"),
+    comment='The control table of segment reruns: `customer-analytics request-rerun` writes a row, segment_rerun_sensor launches it and records the outcome.',
 )
